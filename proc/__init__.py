@@ -1,0 +1,36 @@
+"""proc: MongoDB-tracked processes that run on Celery workers.
+
+    from proc import Proc, ProcessStatus, process, ProcessAlreadyRunning
+"""
+from .document import Proc
+from .exceptions import (
+    BrokerUnavailable,
+    ConfigurationError,
+    IllegalTransition,
+    ProcError,
+    ProcessAlreadyRunning,
+    ProcessFailure,
+    TransitionConflict,
+    UnknownKind,
+)
+from .process import process
+from .settings import KindSettings
+from .status import COMPLETED, NOT_PROCESSING, PROCESSING, ProcessStatus
+
+__all__ = [
+    "BrokerUnavailable",
+    "COMPLETED",
+    "ConfigurationError",
+    "IllegalTransition",
+    "KindSettings",
+    "NOT_PROCESSING",
+    "PROCESSING",
+    "Proc",
+    "ProcError",
+    "ProcessAlreadyRunning",
+    "ProcessFailure",
+    "ProcessStatus",
+    "TransitionConflict",
+    "UnknownKind",
+    "process",
+]

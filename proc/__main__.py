@@ -1,0 +1,3 @@
+from proc.cli import main
+
+main()

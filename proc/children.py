@@ -1,0 +1,137 @@
+"""Child processes and the join of their parent.
+
+A running process starts children with ``self.spawn(child.some_process, ...)``. Each
+child records its parent (collection, id, attempt) in ``parent``/``parent_key``. When
+the parent's method returns it goes WAITING_FOR_RESULT (freeing its concurrency slot).
+Whenever a child finishes, and right after the parent starts waiting, ``try_join``
+counts the parent's unfinished children; at zero it flips the parent WAITING_FOR_RESULT
+-> RUNNING with one conditional write, so exactly one caller wins, and the winner runs
+the parent's join method inline.
+
+Rule for failed children: the join runs whatever the children's outcome (it can look at
+``children_of``). Then, unless the join itself raised, the parent ends FAILURE if any
+child of this attempt ended FAILURE ("2 of 9 child processes failed: ..."), or SUCCESS
+with one warning per failed child when the kind sets ``tolerate_child_failures=True``.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+
+from bson import json_util
+
+from . import machine, registry
+from .exceptions import BrokerUnavailable
+from .status import PROCESSING_VALUES, ProcessStatus as S
+
+log = logging.getLogger(__name__)
+
+_SPAWNED = "_proc_spawned"
+
+
+def begin(doc) -> None:
+    doc.__dict__[_SPAWNED] = set()
+
+
+def end(doc) -> set:
+    return doc.__dict__.pop(_SPAWNED, set())
+
+
+def key_of(collection: str, id, attempt: int) -> str:
+    return f"{collection}/{json_util.dumps(id)}/{attempt}"
+
+
+def spawn(parent, bound, args, kwargs):
+    from . import dispatch
+
+    spawned = parent.__dict__.get(_SPAWNED)
+    if spawned is None:
+        raise RuntimeError("spawn() works only inside a running process method (or its join)")
+    child = bound.doc
+    ref = {"collection": parent._get_collection_name(), "id": parent.pk, "attempt": parent.attempt}
+    spawned.add(child._get_collection_name())
+    try:
+        dispatch.start(child, bound.method.name, args, kwargs, parent=ref)
+    except BrokerUnavailable as exc:
+        # The child stays PENDING, linked to this parent; the monitor sends it later and
+        # the parent waits for it like for any other child.
+        log.warning("child %s %s stays PENDING: %s", type(child).__name__, child.pk, exc)
+    return child
+
+
+def _child_collections(parent_raw: dict):
+    from .db import database
+
+    return [database()[name] for name in parent_raw.get("child_collections") or []]
+
+
+def count_children(parent_raw: dict, statuses) -> int:
+    key = key_of(parent_raw["_cls_collection"], parent_raw["_id"], parent_raw["attempt"])
+    return sum(c.count_documents({"parent_key": key, "process_status": {"$in": list(statuses)}})
+               for c in _child_collections(parent_raw))
+
+
+def children_of(parent, statuses=None) -> list:
+    """The child documents of ``parent``'s current attempt (optionally only in ``statuses``)."""
+    key = key_of(parent._get_collection_name(), parent.pk, parent.attempt)
+    query = {"parent_key": key}
+    if statuses:
+        query["process_status"] = {"$in": [S(s).value for s in statuses]}
+    found = []
+    for name in parent.child_collections or []:
+        cls = registry.class_for(name)
+        found.extend(cls.objects(__raw__=query))
+    return found
+
+
+def try_join(collection: str, id, attempt: int) -> str | None:
+    """Run the parent's join if its last child has finished and nobody else won the flip."""
+    from .execution import execute
+
+    cls = registry.class_for(collection)
+    coll = cls._get_collection()
+    parent = coll.find_one({"_id": id, "attempt": attempt,
+                            "process_status": S.WAITING_FOR_RESULT.value},
+                           {"child_collections": 1, "attempt": 1})
+    if parent is None:
+        return None
+    parent["_cls_collection"] = collection
+    if count_children(parent, PROCESSING_VALUES):
+        return None
+    host = socket.gethostname()
+    raw = machine.transition(coll, id, "join", attempt=attempt, note="all child processes finished",
+                             host=host)
+    if raw is None:
+        return None  # another finishing child (or the monitor) won the join
+    doc = cls._from_son(raw)
+    kind = registry.kind(cls, doc.current_process)
+    join_name = kind.process.join
+    call = getattr(doc, join_name) if join_name else (lambda: None)
+    return execute(kind, doc, call, host=host, joining=True)
+
+
+def outcome(kind, doc) -> tuple[list[str], list[str]]:
+    """(errors, warnings) for a parent whose children have all finished."""
+    raw = {"_cls_collection": doc._get_collection_name(), "_id": doc.pk, "attempt": doc.attempt,
+           "child_collections": doc.child_collections}
+    failed = children_of(doc, [S.FAILURE]) if count_children(raw, [S.FAILURE.value]) else []
+    if not failed:
+        return [], []
+    total = count_children(raw, [S.SUCCESS.value, S.FAILURE.value])
+    details = [f"{type(c).__name__} {c.pk}: {(c.errors or ['failed'])[-1]}" for c in failed[:5]]
+    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+    summary = f"{len(failed)} of {total} child processes failed: " + "; ".join(details) + more
+    if kind.settings.tolerate_child_failures:
+        return [], [summary]
+    return [summary], []
+
+
+def notify_parent(child_raw: dict) -> None:
+    """After a child finished: let its parent join if it was the last one."""
+    parent = child_raw.get("parent")
+    if not parent:
+        return
+    try:
+        try_join(parent["collection"], parent["id"], parent["attempt"])
+    except Exception:  # the monitor runs a lost join; the child's own result stands
+        log.exception("join of parent %s/%s failed to start", parent.get("collection"), parent.get("id"))

@@ -1,0 +1,56 @@
+"""``procctl``: the command line of proc (also ``python -m proc``).
+
+Every command is a thin wrapper over a function usable from Python.
+"""
+from __future__ import annotations
+
+import logging
+
+import click
+
+from .. import config
+from ..exceptions import ConfigurationError
+
+
+class ProcGroup(click.Group):
+    """Turns configuration errors into a clear message and exit code 2, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigurationError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=ProcGroup)
+@click.option("--uri", envvar="MONGODB_URI", help="MongoDB URI (default: the embedded database).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(uri, verbose):
+    """Run, watch and repair MongoDB-tracked processes."""
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if uri:
+        config.configure(mongodb_uri=uri)
+
+
+def _register() -> None:
+    from . import demo, shell, worker
+
+    cli.add_command(demo.demo)
+    cli.add_command(shell.shell)
+    cli.add_command(worker.worker)
+    for module, name in (("api.cli", "serve"), ("proc.monitor_cli", "monitor"),
+                         ("migrations.cli", "datafix"), ("proc.admin_cli", "admin")):
+        try:
+            mod = __import__(module, fromlist=[name])
+        except ImportError:
+            continue
+        cli.add_command(getattr(mod, name))
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="procctl")

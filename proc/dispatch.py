@@ -1,0 +1,200 @@
+"""Starting a process: record PENDING, take a slot, hand the message to the broker, record DISPATCHED.
+
+Order of writes for one call (each one atomic and conditional on the attempt):
+
+1. ``request``: READY/SUCCESS/FAILURE -> PENDING, new attempt, task id, method and arguments.
+2. a slot of the kind's concurrency limit (if any); without one the call returns with the
+   process PENDING ("waiting for a slot: 4/4 in use"); it is sent when a slot frees.
+3. the Celery message, published within ``PROC_DISPATCH_TIMEOUT``. If the broker does not
+   take it, the slot is given back, the process stays PENDING with the reason in
+   ``current_process_step`` and ``BrokerUnavailable`` is raised: nothing is lost, the
+   monitor (or ``redispatch``) sends it again.
+4. ``dispatched``: PENDING -> DISPATCHED. A worker may have claimed it RUNNING already;
+   then this write finds nothing to change, which is fine: the status never steps back.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+
+from bson import json_util
+
+from . import celeryconf, db, limits, machine, registry
+from .document import Proc, collection_of, require_saved
+from .exceptions import BrokerUnavailable, ProcessAlreadyRunning, ProcError
+from .process import check_jsonable
+from .redact import redact_url
+from .status import PROCESSING, ProcessStatus as S
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "proc.run"
+
+
+def start(doc: Proc, method: str, args=(), kwargs=None, *, parent: dict | None = None) -> Proc:
+    """Call process ``method`` on ``doc``: see the module docstring. Returns ``doc``, updated."""
+    require_saved(doc)
+    kind = registry.kind(type(doc), method)
+    args, kwargs = list(args), dict(kwargs or {})
+    check_jsonable(kind.name, args, kwargs)
+    coll = collection_of(doc)
+    fields = {
+        "current_process": method,
+        "current_process_step": None,
+        "process_args": {"args": args, "kwargs": kwargs},
+        "celery_task_id": str(uuid.uuid4()),
+        "worker_hostname": None,
+        "errors": [],
+        "warnings": [],
+        "child_collections": [],
+        "heartbeat": None,
+        "complete_time": None,
+    }
+    if parent is not None:
+        fields["parent"] = parent
+        fields["parent_key"] = parent_key(parent["collection"], parent["id"], parent["attempt"])
+    for _ in range(3):
+        raw = machine.transition(coll, doc.pk, "request", attempt=doc.attempt, set=fields,
+                                 note=f"{method} called", host=socket.gethostname())
+        if raw is not None:
+            break
+        current = coll.find_one({"_id": doc.pk}, {"process_status": 1, "attempt": 1})
+        if current is None:
+            raise ProcError(f"{type(doc).__name__} {doc.pk} no longer exists")
+        if S(current["process_status"]) in PROCESSING:
+            raise ProcessAlreadyRunning(
+                f"{type(doc).__name__} {doc.pk} is {current['process_status']} "
+                f"(attempt {current['attempt']}); wait for it, or reset/cancel it first")
+        doc._data["attempt"] = current["attempt"]  # stale copy in memory: retry on the fresh attempt
+    else:
+        raise ProcessAlreadyRunning(f"{type(doc).__name__} {doc.pk}: lost the start race three times")
+    doc._apply_raw(raw)
+    raw = send(kind, raw)
+    if raw is not None:
+        doc._apply_raw(raw)
+    return doc
+
+
+def parent_key(collection: str, id, attempt: int) -> str:
+    return f"{collection}/{json_util.dumps(id)}/{attempt}"
+
+
+def send(kind, raw: dict, *, have_slot: bool = False) -> dict | None:
+    """Take a slot (if the kind is limited) and publish the message of a PENDING process.
+
+    Returns the document after the DISPATCHED write, or None when it is held by the limit,
+    was already being sent by another caller, or a worker overtook the write.
+    """
+    coll = kind.cls._get_collection()
+    attempt = raw["attempt"]
+    limit = kind.settings.limit
+    key = limits.slot_key(kind.collection, raw["_id"], attempt)
+    if limit and not have_slot:
+        slot = limits.acquire(kind.name, key, limit)
+        if slot is limits.Slot.HELD:
+            return None
+        if slot is limits.Slot.FULL:
+            in_use = len(limits.holders(kind.name))
+            machine.update_fields(coll, raw["_id"], attempt=attempt, statuses=[S.PENDING],
+                                  set={"current_process_step": f"waiting for a slot: {in_use}/{limit} in use"})
+            # A slot may have been freed between our attempt and that write; its releaser
+            # pumps the queue after releasing, so the process is not forgotten either way.
+            return None
+    try:
+        publish(kind, raw)
+    except BrokerUnavailable as exc:
+        if limit:
+            limits.release(kind.name, key)
+        machine.update_fields(coll, raw["_id"], attempt=attempt, statuses=[S.PENDING],
+                              set={"current_process_step": str(exc)})
+        raise
+    step = {"current_process_step": None} if raw.get("current_process_step") else None
+    return machine.transition(coll, raw["_id"], "dispatched", attempt=attempt, set=step)
+
+
+def publish(kind, raw: dict) -> None:
+    """Publish the Celery message for ``raw``'s attempt, or raise ``BrokerUnavailable``."""
+    app = celeryconf.get_app()
+    pargs = raw.get("process_args") or {}
+    message = [kind.collection, json_util.dumps(raw["_id"]), kind.method,
+               pargs.get("args", []), pargs.get("kwargs", {}), raw["attempt"]]
+    timeout = app.conf.broker_transport_options.get("socket_timeout", 5) * 2
+    try:
+        app.send_task(TASK_NAME, args=message, task_id=raw["celery_task_id"],
+                      queue=kind.settings.queue, retry=True,
+                      retry_policy=celeryconf.publish_retry_policy(timeout))
+    except Exception as exc:  # kombu/redis raise many kinds; all mean "not accepted"
+        url = redact_url(app.conf.broker_url)
+        reason = redact_url(f"{type(exc).__name__}: {exc}")
+        log.warning("broker at %s did not accept %s %s: %s", url, kind.name, raw["_id"], reason)
+        raise BrokerUnavailable(
+            f"broker unreachable at {url} ({reason}); the process stays PENDING and will be sent "
+            "again when the broker is back (monitor), or redispatch it") from None
+
+
+def pump(kind) -> int:
+    """Send held PENDING processes of a limited kind, oldest first, while slots are free.
+
+    Called whenever a slot is given back (and by the monitor's sweep). Returns how many
+    were sent. Concurrent pumps are safe: only the caller that acquires a process's slot
+    sends it.
+    """
+    limit = kind.settings.limit
+    if not limit:
+        return 0
+    coll = kind.cls._get_collection()
+    sent = 0
+    query = {"process_status": S.PENDING.value, "current_process": kind.method}
+    fields = {"attempt": 1, "process_args": 1, "celery_task_id": 1, "current_process_step": 1}
+    while True:
+        batch = list(coll.find(query, fields).sort("last_status_change", 1).limit(limit))
+        progressed = False
+        for raw in batch:
+            key = limits.slot_key(kind.collection, raw["_id"], raw["attempt"])
+            slot = limits.acquire(kind.name, key, limit)
+            if slot is limits.Slot.FULL:
+                return sent
+            if slot is limits.Slot.HELD:
+                continue
+            try:
+                send(kind, raw, have_slot=True)
+                sent += 1
+                progressed = True
+            except BrokerUnavailable:
+                return sent
+        if not progressed or len(batch) < limit:
+            return sent
+
+
+def release_slot(kind, id, attempt: int) -> None:
+    """Give back the slot of one attempt and send the next held process of the kind."""
+    if not kind.settings.limit:
+        return
+    limits.release(kind.name, limits.slot_key(kind.collection, id, attempt))
+    try:
+        pump(kind)
+    except Exception:  # the monitor's sweep pumps again; a finished process stays finished
+        log.exception("could not send the next held %s process", kind.name)
+
+
+def redispatch(doc_or_raw, kind, *, note: str, by: str | None = None, warnings=(),
+               sources=None) -> dict | None:
+    """Send a stuck or failed process again as a new attempt (monitor and admin)."""
+    raw = doc_or_raw if isinstance(doc_or_raw, dict) else doc_or_raw.to_mongo().to_dict()
+    coll = kind.cls._get_collection()
+    old_attempt = raw["attempt"]
+    after = machine.transition(
+        coll, raw["_id"], "redispatch", attempt=old_attempt, sources=sources,
+        set={"celery_task_id": str(uuid.uuid4()), "worker_hostname": None, "heartbeat": None,
+             "current_process_step": None, "complete_time": None},
+        warnings=warnings, note=note, by=by, host=socket.gethostname())
+    if after is None:
+        return None
+    if kind.settings.limit:
+        limits.release(kind.name, limits.slot_key(kind.collection, raw["_id"], old_attempt))
+    try:
+        sent = send(kind, after)
+    except BrokerUnavailable:
+        return coll.find_one({"_id": raw["_id"]})
+    return sent or coll.find_one({"_id": raw["_id"]})

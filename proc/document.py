@@ -1,0 +1,202 @@
+"""``Proc``: the abstract mongoengine document whose ``process_status`` tracks a job's life."""
+from __future__ import annotations
+
+import time
+
+from mongoengine import (
+    DateTimeField,
+    DictField,
+    Document,
+    IntField,
+    ListField,
+    StringField,
+)
+
+from . import db, machine
+from .exceptions import IllegalTransition, ProcError
+from .status import COMPLETED, PROCESSING, VALUES, ProcessStatus
+from .timeutil import age_seconds, format_age, utcnow
+
+#: Fields only the state machine writes once a document is saved.
+MACHINE_FIELDS = frozenset({"process_status", "attempt", "history", "last_status_change", "complete_time"})
+
+
+class Proc(Document):
+    """Base of every processing document. Each subclass is its own collection.
+
+    Declare process methods with ``@process``; calling one runs it on a Celery worker
+    while ``process_status`` shows where it is. See ``proc.process``.
+    """
+
+    meta = {
+        "abstract": True,
+        "indexes": [
+            ("process_status", "last_status_change"),
+            ("process_status", "current_process"),
+            {"fields": ("parent_key", "process_status"), "sparse": True},
+        ],
+    }
+
+    process_status = StringField(default=ProcessStatus.READY.value, choices=VALUES, required=True)
+    current_process = StringField()
+    current_process_step = StringField()
+    process_args = DictField()
+    errors = ListField(StringField())
+    warnings = ListField(StringField())
+    celery_task_id = StringField()
+    worker_hostname = StringField()
+    attempt = IntField(default=0, min_value=0)
+    create_time = DateTimeField(default=utcnow)
+    last_status_change = DateTimeField(default=utcnow)
+    complete_time = DateTimeField()
+    heartbeat = DateTimeField()
+    deadline = DateTimeField()
+    history = ListField(DictField())
+    parent = DictField()
+    parent_key = StringField()
+    child_collections = ListField(StringField())
+
+    # -- identity ---------------------------------------------------------------------
+
+    @classmethod
+    def collection_name(cls) -> str:
+        return cls._get_collection_name()
+
+    @property
+    def status(self) -> ProcessStatus:
+        return ProcessStatus(self.process_status)
+
+    @property
+    def process_running(self) -> bool:
+        """True while a process is under way (PENDING ... WAITING_FOR_RESULT)."""
+        return self.status in PROCESSING
+
+    @property
+    def completed(self) -> bool:
+        return self.status in COMPLETED
+
+    # -- persistence ------------------------------------------------------------------
+
+    def save(self, *args, **kwargs):
+        """Save; a saved document's status changes only through the state machine."""
+        if self.pk is not None and not self._created:
+            touched = MACHINE_FIELDS.intersection(self._get_changed_fields())
+            if touched:
+                raise IllegalTransition(
+                    f"{', '.join(sorted(touched))} of a saved {type(self).__name__} change only "
+                    "through the state machine (call a process method, or use proc.admin "
+                    "reset/redispatch/cancel)"
+                )
+        return super().save(*args, **kwargs)
+
+    def reload_status(self) -> "Proc":
+        """Re-read the machine-owned and progress fields from the database."""
+        return self.reload(*MACHINE_FIELDS, "current_process", "current_process_step", "errors",
+                           "warnings", "celery_task_id", "worker_hostname", "heartbeat",
+                           "deadline", "child_collections")
+
+    def _apply_raw(self, raw: dict) -> None:
+        """Take the values of a document returned by a status write, without marking changes."""
+        fresh = type(self)._from_son(raw)
+        for name in self._fields:
+            if name in raw or self._fields[name].db_field in raw:
+                self._data[name] = fresh._data.get(name)
+        self._clear_changed_fields()
+
+    # -- progress -----------------------------------------------------------------------
+
+    def set_step(self, step: str | None) -> None:
+        """Say what the process is doing now (free text in ``current_process_step``).
+
+        Inside a worker the write is folded into the heartbeat (at most one write per
+        heartbeat interval); outside one it is written at once, only for this attempt.
+        """
+        from . import heartbeat
+
+        self._data["current_process_step"] = step
+        if not heartbeat.touch(self, step):
+            machine.update_fields(self._get_collection(), self.pk, attempt=self.attempt,
+                                  statuses=PROCESSING, set={"current_process_step": step})
+
+    def warn(self, message: str) -> None:
+        """Record a warning on this process (kept in ``warnings``, newest N)."""
+        self.warnings.append(str(message))
+        machine.update_fields(self._get_collection(), self.pk, attempt=self.attempt,
+                              statuses=PROCESSING, warnings=[message])
+
+    # -- children -----------------------------------------------------------------------
+
+    def spawn(self, bound_process, *args, **kwargs):
+        """Start ``child.some_process(*args)`` as a child of this running process.
+
+        The parent shows WAITING_FOR_RESULT after its method returns until the last child
+        finishes; then its join runs once (see ``@process(join=...)``).
+        """
+        from . import children
+
+        return children.spawn(self, bound_process, args, kwargs)
+
+    # -- waiting --------------------------------------------------------------------------
+
+    def block_until_complete(self, timeout: float = 60.0, interval: float = 0.05) -> "Proc":
+        """Wait until the current process has finished (SUCCESS or FAILURE) and return self.
+
+        Raises ``TimeoutError`` with the status it was stuck in after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.reload_status()
+            if not self.process_running:
+                return self
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"{type(self).__name__} {self.pk} still {self.process_status} after {timeout:g} s "
+                    f"(step: {self.current_process_step!r})"
+                )
+            time.sleep(interval)
+
+    # -- shell inspection -----------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        step = f" step={self.current_process_step!r}" if self.current_process_step else ""
+        proc = f" {self.current_process}" if self.current_process else ""
+        return (f"<{type(self).__name__} {self.pk} {self.process_status}{proc}{step} "
+                f"attempt={self.attempt} for {format_age(age_seconds(self.last_status_change))}>")
+
+    __str__ = __repr__
+
+    def describe(self, transitions: int = 10) -> str:
+        """A readable summary: status, step, age in state, worker, errors, last transitions."""
+        lines = [
+            f"{type(self).__name__} {self.pk} (collection {self.collection_name()})",
+            f"  status:    {self.process_status} for {format_age(age_seconds(self.last_status_change))}"
+            f" (attempt {self.attempt})",
+            f"  process:   {self.current_process or '-'}",
+            f"  step:      {self.current_process_step or '-'}",
+            f"  worker:    {self.worker_hostname or '-'}  task {self.celery_task_id or '-'}",
+            f"  heartbeat: {format_age(age_seconds(self.heartbeat)) + ' ago' if self.heartbeat else '-'}",
+        ]
+        if self.parent:
+            lines.append(f"  parent:    {self.parent.get('collection')}/{self.parent.get('id')}")
+        for label, items in (("errors", self.errors), ("warnings", self.warnings)):
+            lines.append(f"  {label}:" + ("" if items else "    none"))
+            lines.extend(f"    - {item}" for item in items[-5:])
+        lines.append("  history (newest last):")
+        for h in (self.history or [])[-transitions:]:
+            when = h.get("time").isoformat(timespec="seconds") if h.get("time") else "?"
+            extra = "".join(f" {k}={h[k]}" for k in ("host", "by") if h.get(k))
+            note = f" - {h['note']}" if h.get("note") else ""
+            lines.append(f"    {when}Z {h.get('status'):<18} #{h.get('attempt')} {h.get('event', '')}{extra}{note}")
+        return "\n".join(lines)
+
+
+def collection_of(doc_or_cls):
+    """The pymongo collection of a Proc subclass or instance, on the connected database."""
+    cls = doc_or_cls if isinstance(doc_or_cls, type) else type(doc_or_cls)
+    db.database()
+    return cls._get_collection()
+
+
+def require_saved(doc: Proc) -> None:
+    if doc.pk is None:
+        raise ProcError(f"save the {type(doc).__name__} before calling a process on it")

@@ -1,0 +1,42 @@
+"""Every error proc raises, rooted at ``ProcError``."""
+from __future__ import annotations
+
+
+class ProcError(Exception):
+    """Root of proc's errors."""
+
+
+class ConfigurationError(ProcError):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+class ProcessAlreadyRunning(ProcError):
+    """A process was called on a document that is already processing."""
+
+
+class IllegalTransition(ProcError, ValueError):
+    """The state machine does not allow this change of status."""
+
+
+class TransitionConflict(ProcError):
+    """A conditional status write found the document in another state or attempt.
+
+    Nothing was written: another writer (a racing worker, a newer attempt, an admin
+    action) got there first.
+    """
+
+
+class BrokerUnavailable(ProcError):
+    """The broker did not accept a message in time. The process stays PENDING."""
+
+
+class UnknownKind(ProcError, LookupError):
+    """No Proc subclass or process method of that name is known (see PROC_MODELS)."""
+
+
+class ProcessFailure(ProcError):
+    """Raise inside a process method to fail it with these error messages."""
+
+    def __init__(self, *errors: str):
+        super().__init__("; ".join(errors) or "process failed")
+        self.errors = list(errors) or ["process failed"]

@@ -1,0 +1,139 @@
+"""Heartbeats of running processes: one background thread per worker process.
+
+While a worker runs a process, its ``heartbeat`` field is refreshed every
+``PROC_HEARTBEAT_INTERVAL`` seconds. Progress text set with ``doc.set_step()`` rides on
+the same write: at most one write per interval per process. A worker that dies stops
+heartbeating (the monitor notices); a method hung inside a live worker keeps
+heartbeating (``expected_duration`` guards that case). Writes are conditional on the
+attempt and RUNNING, so a superseded attempt's heartbeat changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from . import config, machine
+from .status import ProcessStatus as S
+from .timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+_UNSET = object()
+
+
+class Beat:
+    """The heartbeat of one attempt of one process, run by the thread that runs it."""
+
+    def __init__(self, collection, id, attempt: int, interval: float):
+        self.collection = collection
+        self.id = id
+        self.attempt = attempt
+        self.interval = interval
+        self.last_write = time.monotonic()  # the RUNNING claim wrote the first heartbeat
+        self.pending_step = _UNSET
+        self.superseded = False
+        self.lock = threading.Lock()
+
+    @property
+    def due(self) -> float:
+        return self.last_write + self.interval
+
+    def write(self, step=_UNSET) -> None:
+        with self.lock:
+            if step is not _UNSET:
+                self.pending_step = step
+            fields = {"heartbeat": utcnow()}
+            if self.pending_step is not _UNSET:
+                fields["current_process_step"] = self.pending_step
+            self.pending_step = _UNSET
+            self.last_write = time.monotonic()
+        if not machine.update_fields(self.collection, self.id, attempt=self.attempt,
+                                     statuses=[S.RUNNING], set=fields):
+            self.superseded = True
+            log.warning("%s/%s attempt %s was superseded (no longer RUNNING at this attempt); "
+                        "its heartbeat writes change nothing", self.collection.name, self.id, self.attempt)
+
+    def touch(self, step) -> None:
+        """Record ``step``: written now if the last write is an interval old, else with the next beat."""
+        if time.monotonic() >= self.due:
+            self.write(step)
+        else:
+            with self.lock:
+                self.pending_step = step
+            _wake.set()
+
+    def take_pending_step(self):
+        """The step not yet written (for the final status write), or ``_UNSET``."""
+        with self.lock:
+            step, self.pending_step = self.pending_step, _UNSET
+            return step
+
+
+_beats: dict[int, Beat] = {}
+_beats_lock = threading.Lock()
+_local = threading.local()
+_wake = threading.Event()
+_thread: threading.Thread | None = None
+
+
+def _run() -> None:
+    while True:
+        with _beats_lock:
+            beats = list(_beats.values())
+        now = time.monotonic()
+        next_due = now + 1.0
+        for beat in beats:
+            if beat.due <= now:
+                try:
+                    beat.write()
+                except Exception:  # the DB may be briefly away; try at the next interval
+                    log.exception("heartbeat of %s/%s failed", beat.collection.name, beat.id)
+            next_due = min(next_due, beat.due)
+        _wake.wait(timeout=max(0.01, next_due - time.monotonic()))
+        _wake.clear()
+
+
+def start(collection, id, attempt: int) -> Beat:
+    """Begin heartbeating one process in the calling thread."""
+    global _thread
+    beat = Beat(collection, id, attempt, config.get().heartbeat_interval)
+    with _beats_lock:
+        _beats[_key(beat)] = beat
+        if _thread is None or not _thread.is_alive():
+            _thread = threading.Thread(target=_run, name="proc-heartbeat", daemon=True)
+            _thread.start()
+    _local.beat = beat
+    _wake.set()
+    return beat
+
+
+def _key(beat: Beat) -> int:
+    return id(beat)
+
+
+def stop(beat: Beat) -> None:
+    with _beats_lock:
+        _beats.pop(_key(beat), None)
+    if getattr(_local, "beat", None) is beat:
+        _local.beat = None
+
+
+def current() -> Beat | None:
+    return getattr(_local, "beat", None)
+
+
+def touch(doc, step) -> bool:
+    """Route a step update of ``doc`` through the running beat of this thread, if it is its."""
+    beat = current()
+    if beat is None or beat.id != doc.pk or beat.attempt != doc.attempt \
+            or beat.collection.name != doc._get_collection_name():
+        return False
+    beat.touch(step)
+    return True
+
+
+def stop_all() -> None:
+    """Forget every beat (a torn-down worker stops heartbeating its processes)."""
+    with _beats_lock:
+        _beats.clear()

@@ -1,0 +1,68 @@
+"""Concurrency limits: at most ``limit`` processes of a kind hold a slot at once.
+
+One document per limited kind in ``proc_slots``: ``{_id: kind, holders: [key, ...]}``.
+A slot is taken by one conditional ``$push`` (only if the array is shorter than the
+limit and does not hold the key yet) and given back by ``$pull``, both atomic on the
+server, so the limit holds under any number of concurrent callers and a double release
+is harmless. A key names one attempt of one process: ``collection/id/attempt``.
+"""
+from __future__ import annotations
+
+import enum
+
+from bson import json_util
+from pymongo.errors import DuplicateKeyError
+
+from . import db
+
+COLLECTION = "proc_slots"
+
+
+class Slot(enum.Enum):
+    ACQUIRED = "acquired"
+    """The caller took the slot now and must send the message."""
+    HELD = "held"
+    """This attempt already holds a slot: another caller is dispatching it."""
+    FULL = "full"
+    """Every slot is in use; the process waits PENDING."""
+
+
+def slot_key(collection: str, id, attempt: int) -> str:
+    return f"{collection}/{json_util.dumps(id)}/{attempt}"
+
+
+def _slots():
+    return db.database()[COLLECTION]
+
+
+def acquire(kind_name: str, key: str, limit: int) -> Slot:
+    coll = _slots()
+    query = {"_id": kind_name, f"holders.{limit - 1}": {"$exists": False}, "holders": {"$ne": key}}
+    for _ in range(2):
+        with db.atomic():
+            if coll.update_one(query, {"$push": {"holders": key}}).modified_count:
+                return Slot.ACQUIRED
+        doc = coll.find_one({"_id": kind_name}, {"holders": 1})
+        if doc is None:
+            try:
+                coll.insert_one({"_id": kind_name, "holders": []})
+            except DuplicateKeyError:
+                pass
+            continue
+        return Slot.HELD if key in doc.get("holders", []) else Slot.FULL
+    return Slot.FULL
+
+
+def release(kind_name: str, key: str) -> None:
+    with db.atomic():
+        _slots().update_one({"_id": kind_name}, {"$pull": {"holders": key}})
+
+
+def holders(kind_name: str) -> list[str]:
+    doc = _slots().find_one({"_id": kind_name}, {"holders": 1})
+    return list(doc.get("holders", [])) if doc else []
+
+
+def usage() -> dict[str, int]:
+    """Slots in use per limited kind, in one query."""
+    return {d["_id"]: len(d.get("holders", [])) for d in _slots().find({}, {"holders": 1})}

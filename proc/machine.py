@@ -1,0 +1,204 @@
+"""The state machine: which status changes exist, and the one function that writes them.
+
+The rules below are the whole truth about allowed transitions. Every status write in
+proc (dispatch, worker, join, monitor, admin actions, CLI) goes through ``transition()``:
+one atomic ``find_one_and_update`` filtered on the document's id, expected status(es)
+and expected attempt, that sets the new status and appends to ``history`` in the same
+write. A write that finds the document in another state or attempt changes nothing and
+returns ``None`` (the caller reports it); a transition the rules do not allow raises
+``IllegalTransition`` before anything is sent.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from pymongo import ReturnDocument
+
+from . import config, db
+from .exceptions import IllegalTransition
+from .status import COMPLETED, ProcessStatus as S
+from .timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+ACTIVE = frozenset({S.PENDING, S.DISPATCHED, S.RUNNING, S.WAITING_FOR_RESULT})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One kind of status change: from any of ``sources`` to ``target``."""
+
+    event: str
+    sources: frozenset
+    target: S
+    new_attempt: bool = False
+    doc: str = ""
+
+
+RULES: dict[str, Rule] = {
+    r.event: r
+    for r in (
+        Rule("request", frozenset({S.READY, S.SUCCESS, S.FAILURE}), S.PENDING, True,
+             "a process method was called; a new attempt begins"),
+        Rule("dispatched", frozenset({S.PENDING}), S.DISPATCHED, False,
+             "the broker accepted the Celery message"),
+        Rule("claim", frozenset({S.PENDING, S.DISPATCHED}), S.RUNNING, False,
+             "a worker started the message of this attempt (it may overtake the DISPATCHED write)"),
+        Rule("wait", frozenset({S.RUNNING}), S.WAITING_FOR_RESULT, False,
+             "the method returned with child processes still running"),
+        Rule("join", frozenset({S.WAITING_FOR_RESULT}), S.RUNNING, False,
+             "the last child finished; exactly one caller wins this and runs the join"),
+        Rule("succeed", frozenset({S.RUNNING}), S.SUCCESS, False, "the method (or join) returned"),
+        Rule("fail", ACTIVE, S.FAILURE, False,
+             "the method raised, or recovery/cancel ended an active process"),
+        Rule("reset", ACTIVE | {S.FAILURE}, S.READY, False,
+             "an operator put a stuck or failed process back to READY"),
+        Rule("redispatch", ACTIVE | {S.FAILURE}, S.PENDING, True,
+             "recovery or an operator sends a stuck or failed process again, as a new attempt"),
+    )
+}
+
+#: Every allowed (from, to) pair.
+ALLOWED: frozenset = frozenset((src, r.target) for r in RULES.values() for src in r.sources)
+
+
+def is_allowed(source, target) -> bool:
+    return (S(source), S(target)) in ALLOWED
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What a successful write did; passed to listeners."""
+
+    collection: str
+    id: Any
+    event: str
+    source: S | None
+    target: S
+    attempt: int
+    note: str | None
+    document: dict
+
+
+#: Callables run after every successful transition in this process (the demo prints them).
+listeners: list[Callable[[Transition], None]] = []
+
+
+def rule(event: str) -> Rule:
+    try:
+        return RULES[event]
+    except KeyError:
+        raise IllegalTransition(f"unknown event {event!r}; known: {sorted(RULES)}") from None
+
+
+def capped_push(values: Iterable[str]) -> dict:
+    """A ``$push`` operand that appends ``values`` keeping the newest PROC_MESSAGES_LIMIT."""
+    return {"$each": [str(v) for v in values], "$slice": -config.get().messages_limit}
+
+
+def transition(
+    collection,
+    id,
+    event: str,
+    *,
+    attempt: int,
+    sources: Iterable | None = None,
+    set: dict | None = None,
+    unset: Iterable[str] = (),
+    errors: Iterable[str] = (),
+    warnings: Iterable[str] = (),
+    note: str | None = None,
+    host: str | None = None,
+    by: str | None = None,
+    extra_filter: dict | None = None,
+) -> dict | None:
+    """Apply ``event`` to the document ``id`` of the pymongo ``collection``, atomically.
+
+    Only a document whose status is one of ``sources`` (default: all the rule's sources)
+    and whose ``attempt`` equals ``attempt`` is changed. Returns the document after the
+    write, or ``None`` when no document matched (lost race, stale attempt, gone).
+    ``errors``/``warnings`` are appended (capped); ``set``/``unset`` change other fields
+    in the same write. A ``new_attempt`` event increments ``attempt``.
+    """
+    r = rule(event)
+    src = frozenset(S(s) for s in (sources if sources is not None else r.sources))
+    illegal = sorted(s.value for s in src - r.sources)
+    if illegal or not src:
+        raise IllegalTransition(
+            f"{event}: {', '.join(illegal) or 'no source'} -> {r.target.value} is not allowed; "
+            f"allowed sources: {', '.join(sorted(s.value for s in r.sources))}"
+        )
+    now = utcnow()
+    new_attempt = attempt + 1 if r.new_attempt else attempt
+    entry = {"status": r.target.value, "event": event, "time": now, "attempt": new_attempt,
+             "host": host, "note": note}
+    if by:
+        entry["by"] = by
+    fields = dict(set or {})
+    fields.update(process_status=r.target.value, last_status_change=now)
+    if r.target in COMPLETED:
+        fields["complete_time"] = now
+    update: dict = {
+        "$set": fields,
+        "$push": {"history": {"$each": [entry], "$slice": -config.get().history_limit}},
+    }
+    errors, warnings = list(errors), list(warnings)
+    if errors:
+        update["$push"]["errors"] = capped_push(errors)
+    if warnings:
+        update["$push"]["warnings"] = capped_push(warnings)
+    if r.new_attempt:
+        update["$inc"] = {"attempt": 1}
+    unset = [u for u in unset if u not in fields]
+    if unset:
+        update["$unset"] = {u: "" for u in unset}
+    query = {"_id": id, "attempt": attempt,
+             "process_status": {"$in": sorted(s.value for s in src)}}
+    if extra_filter:
+        query.update(extra_filter)
+    coll = db.status_collection(collection)
+    with db.atomic():
+        after = coll.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+    if after is None:
+        log.info("%s %s/%s (attempt %s): no change, the document is not in %s at that attempt",
+                 event, collection.name, id, attempt, "/".join(sorted(s.value for s in src)))
+        return None
+    history = after.get("history") or []
+    source = None
+    if len(history) >= 2:
+        source = S(history[-2]["status"]) if history[-2].get("status") in S.__members__ else None
+    t = Transition(collection.name, id, event, source, r.target, new_attempt, note, after)
+    for listener in list(listeners):
+        try:
+            listener(t)
+        except Exception:  # a listener must never break a status write
+            log.exception("transition listener %r failed", listener)
+    return after
+
+
+def update_fields(collection, id, *, attempt: int, statuses: Iterable, set: dict | None = None,
+                  warnings: Iterable[str] = (), errors: Iterable[str] = ()) -> bool:
+    """Change non-status fields of a document, only while it is in ``statuses`` at ``attempt``.
+
+    Used for progress (``current_process_step``, ``heartbeat``) so a late write from a
+    superseded attempt changes nothing. Returns whether the document matched.
+    """
+    update: dict = {}
+    if set:
+        update["$set"] = dict(set)
+    push = {}
+    if warnings:
+        push["warnings"] = capped_push(warnings)
+    if errors:
+        push["errors"] = capped_push(errors)
+    if push:
+        update["$push"] = push
+    if not update:
+        return True
+    query = {"_id": id, "attempt": attempt,
+             "process_status": {"$in": sorted(S(s).value for s in statuses)}}
+    with db.atomic():
+        result = collection.update_one(query, update)
+    return result.matched_count == 1

@@ -1,0 +1,128 @@
+"""Which Proc subclasses and process kinds exist in this application.
+
+A kind is a Proc subclass (named by its collection) plus a process method:
+``"upload.process_upload"``. ``PROC_MODELS`` names the modules that define the
+application's subclasses; ``load_models()`` imports them (the CLI, API and workers call it).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from . import config
+from .exceptions import ConfigurationError, UnknownKind
+from .settings import DEFAULTS, KindSettings
+
+
+@dataclass(frozen=True)
+class Kind:
+    cls: type
+    method: str
+
+    @property
+    def collection(self) -> str:
+        return self.cls._get_collection_name()
+
+    @property
+    def name(self) -> str:
+        return f"{self.collection}.{self.method}"
+
+    @property
+    def process(self):
+        return getattr(self.cls, self.method)
+
+    @cached_property
+    def settings(self) -> KindSettings:
+        merged = DEFAULTS.merged(self.process.options, f"@process on {self.name}")
+        overrides = config.get().kind_settings.get(self.name)
+        if overrides:
+            merged = merged.merged(overrides, f"PROC_KIND_SETTINGS[{self.name!r}]")
+        return merged
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_loaded: set[str] = set()
+
+
+def load_models(modules=None) -> list[type]:
+    """Import the modules that define Proc subclasses (default: ``PROC_MODELS``)."""
+    for name in modules or config.get().models:
+        if name in _loaded:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"PROC_MODELS names {name!r}, which cannot be imported ({exc}); "
+                "set PROC_MODELS to importable module names, comma-separated") from exc
+        _loaded.add(name)
+    return proc_classes()
+
+
+def proc_classes() -> list[type]:
+    """Every concrete Proc subclass imported so far."""
+    from .document import Proc
+
+    found, stack = [], list(Proc.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if not cls._meta.get("abstract"):
+            found.append(cls)
+    return sorted(found, key=lambda c: c._get_collection_name())
+
+
+def class_for(collection: str) -> type:
+    """The Proc subclass stored in ``collection``."""
+    for cls in proc_classes():
+        if cls._get_collection_name() == collection:
+            return cls
+    load_models()
+    for cls in proc_classes():
+        if cls._get_collection_name() == collection:
+            return cls
+    known = ", ".join(c._get_collection_name() for c in proc_classes()) or "none"
+    raise UnknownKind(f"no Proc subclass uses collection {collection!r} (known: {known}); "
+                      "is its module listed in PROC_MODELS?")
+
+
+_kinds: dict[str, Kind] = {}
+
+
+def kinds() -> list[Kind]:
+    """Every process kind of the imported Proc subclasses."""
+    from .process import ProcessMethod
+
+    result = []
+    for cls in proc_classes():
+        for attr in dir(cls):
+            if isinstance(getattr(cls, attr, None), ProcessMethod):
+                result.append(kind(cls, attr))
+    return result
+
+
+def kind(cls: type, method: str) -> Kind:
+    key = f"{cls._get_collection_name()}.{method}"
+    found = _kinds.get(key)
+    if found is None or found.cls is not cls:
+        found = _kinds[key] = Kind(cls, method)
+    return found
+
+
+def kind_named(name: str) -> Kind:
+    """The kind called ``"collection.method"``."""
+    collection, _, method = name.partition(".")
+    cls = class_for(collection)
+    from .process import ProcessMethod
+
+    if not isinstance(getattr(cls, method, None), ProcessMethod):
+        raise UnknownKind(f"{cls.__name__} has no process method {method!r}")
+    return kind(cls, method)
+
+
+def forget_settings() -> None:
+    """Drop cached per-kind settings (after ``config.configure(kind_settings=...)``)."""
+    _kinds.clear()
