@@ -41,7 +41,7 @@ def _embedded_client_class():
 
         def __init__(self, *args, **kwargs):
             kwargs.pop("_store", None)
-            for unsupported in ("w", "serverSelectionTimeoutMS", "connectTimeoutMS", "uuidRepresentation"):
+            for unsupported in ("w", "serverSelectionTimeoutMS", "connectTimeoutMS"):
                 kwargs.pop(unsupported, None)
             super().__init__(*args, _store=store, **kwargs)
 
@@ -76,7 +76,8 @@ def connect(uri: str | None = None) -> Database:
             rest = uri[len("mongomock://"):]
             host = "mongodb://" + (rest.split("/")[0] or "localhost")
             client = mongoengine.connect(
-                db=name, host=host, alias=ALIAS, mongo_client_class=_embedded_class, tz_aware=False
+                db=name, host=host, alias=ALIAS, mongo_client_class=_embedded_class, tz_aware=False,
+                uuidRepresentation="standard",
             )
             embedded = True
         elif uri.startswith(("mongodb://", "mongodb+srv://")):

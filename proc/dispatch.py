@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
+from datetime import timedelta
 
 from bson import json_util
 
@@ -26,6 +27,7 @@ from .exceptions import BrokerUnavailable, ProcessAlreadyRunning, ProcError
 from .process import check_jsonable
 from .redact import redact_url
 from .status import PROCESSING, ProcessStatus as S
+from .timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ def start(doc: Proc, method: str, args=(), kwargs=None, *, parent: dict | None =
         "child_collections": [],
         "heartbeat": None,
         "complete_time": None,
+        "deadline": None,
     }
     if parent is not None:
         fields["parent"] = parent
@@ -109,8 +112,20 @@ def send(kind, raw: dict, *, have_slot: bool = False) -> dict | None:
         machine.update_fields(coll, raw["_id"], attempt=attempt, statuses=[S.PENDING],
                               set={"current_process_step": str(exc)})
         raise
-    step = {"current_process_step": None} if raw.get("current_process_step") else None
-    return machine.transition(coll, raw["_id"], "dispatched", attempt=attempt, set=step)
+    fields = {"deadline": deadline(kind, raw)}
+    if raw.get("current_process_step"):
+        fields["current_process_step"] = None
+    return machine.transition(coll, raw["_id"], "dispatched", attempt=attempt, set=fields)
+
+
+def deadline(kind, raw: dict):
+    """When this attempt should have finished: dispatch time + the kind's expected duration."""
+    expected = kind.settings.expected_duration
+    if callable(expected):
+        seconds = kind.settings.expected_seconds(kind.cls._from_son(raw))
+    else:
+        seconds = float(expected)
+    return utcnow() + timedelta(seconds=seconds)
 
 
 def publish(kind, raw: dict) -> None:
@@ -148,7 +163,7 @@ def pump(kind) -> int:
     query = {"process_status": S.PENDING.value, "current_process": kind.method}
     fields = {"attempt": 1, "process_args": 1, "celery_task_id": 1, "current_process_step": 1}
     while True:
-        batch = list(coll.find(query, fields).sort("last_status_change", 1).limit(limit))
+        batch = list(coll.find(query, fields).sort([("last_status_change", 1), ("_id", 1)]).limit(limit))
         progressed = False
         for raw in batch:
             key = limits.slot_key(kind.collection, raw["_id"], raw["attempt"])
@@ -187,7 +202,7 @@ def redispatch(doc_or_raw, kind, *, note: str, by: str | None = None, warnings=(
     after = machine.transition(
         coll, raw["_id"], "redispatch", attempt=old_attempt, sources=sources,
         set={"celery_task_id": str(uuid.uuid4()), "worker_hostname": None, "heartbeat": None,
-             "current_process_step": None, "complete_time": None},
+             "current_process_step": None, "complete_time": None, "deadline": None},
         warnings=warnings, note=note, by=by, host=socket.gethostname())
     if after is None:
         return None

@@ -33,6 +33,8 @@ class Proc(Document):
         "indexes": [
             ("process_status", "last_status_change"),
             ("process_status", "current_process"),
+            ("process_status", "heartbeat"),
+            ("process_status", "deadline"),
             {"fields": ("parent_key", "process_status"), "sparse": True},
         ],
     }
@@ -139,15 +141,14 @@ class Proc(Document):
     # -- waiting --------------------------------------------------------------------------
 
     def block_until_complete(self, timeout: float = 60.0, interval: float = 0.05) -> "Proc":
-        """Wait until the current process has finished (SUCCESS or FAILURE) and return self.
-
-        Raises ``TimeoutError`` with the status it was stuck in after ``timeout`` seconds.
+        """Wait until the current process has finished (SUCCESS or FAILURE) and return self,
+        fully reloaded. Raises ``TimeoutError`` with the status it was stuck in after ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
         while True:
             self.reload_status()
             if not self.process_running:
-                return self
+                return self.reload()
             if time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"{type(self).__name__} {self.pk} still {self.process_status} after {timeout:g} s "

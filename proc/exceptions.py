@@ -40,3 +40,7 @@ class ProcessFailure(ProcError):
     def __init__(self, *errors: str):
         super().__init__("; ".join(errors) or "process failed")
         self.errors = list(errors) or ["process failed"]
+
+
+class ProcessHealthy(ProcError):
+    """An admin action that is only for stuck or failed processes was asked of a healthy one."""

@@ -1,0 +1,91 @@
+"""Operator actions on one process: reset, redispatch, cancel.
+
+Each is one state-machine transition, written to the process's history with who did it
+(``by``: "token:<name>", "cli:<user>", "monitor") and when. Reset and redispatch are for
+stuck or failed processes: asked of a healthy active process they raise ``ProcessHealthy``
+unless ``force=True``.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+
+from . import celeryconf, children, dispatch, limits, machine, registry, stuck
+from .exceptions import IllegalTransition, ProcError, ProcessHealthy, TransitionConflict
+from .status import ProcessStatus as S
+from .timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def load(collection: str, id) -> tuple[registry.Kind | None, type, dict]:
+    """(kind of its current process or None, class, raw document) or ``LookupError``."""
+    cls = registry.class_for(collection)
+    raw = cls._get_collection().find_one({"_id": id})
+    if raw is None:
+        raise LookupError(f"no {cls.__name__} with id {id!r} in collection {collection!r}")
+    method = raw.get("current_process")
+    kind = registry.kind(cls, method) if method and hasattr(cls, method) else None
+    return kind, cls, raw
+
+
+def _require_stuck(kind, raw: dict, action: str) -> None:
+    status = raw.get("process_status")
+    if status in (S.FAILURE.value,) or kind is None:
+        return
+    if status in (S.READY.value, S.SUCCESS.value):
+        raise IllegalTransition(f"cannot {action} a process that is {status}")
+    if stuck.diagnose(kind, raw, utcnow(), limits.usage()) is None:
+        raise ProcessHealthy(
+            f"{kind.name} {raw['_id']} is {status} and healthy (within its thresholds); "
+            f"{action} is for stuck or failed processes. Use force to {action} it anyway, or cancel it.")
+
+
+def reset(collection: str, id, *, by: str, force: bool = False) -> dict:
+    """Put a stuck or failed process back to READY."""
+    kind, cls, raw = load(collection, id)
+    if not force:
+        _require_stuck(kind, raw, "reset")
+    after = machine.transition(cls._get_collection(), raw["_id"], "reset", attempt=raw["attempt"],
+                               set={"current_process_step": None, "deadline": None},
+                               note=f"reset by {by}", by=by, host=socket.gethostname())
+    if after is None:
+        raise TransitionConflict(f"{collection}/{id} changed while being reset; look again")
+    if kind is not None:
+        dispatch.release_slot(kind, raw["_id"], raw["attempt"])
+    children.notify_parent(after)
+    return after
+
+
+def redispatch(collection: str, id, *, by: str, force: bool = False) -> dict:
+    """Send a stuck or failed process again, as a new attempt."""
+    kind, cls, raw = load(collection, id)
+    if kind is None:
+        raise ProcError(f"{collection}/{id} has no process to send again (current_process is empty)")
+    if not force:
+        _require_stuck(kind, raw, "redispatch")
+    after = dispatch.redispatch(raw, kind, note=f"redispatched by {by}", by=by)
+    if after is None:
+        raise TransitionConflict(f"{collection}/{id} changed while being redispatched; look again")
+    return after
+
+
+def cancel(collection: str, id, *, by: str) -> dict:
+    """End a pending or running process as FAILURE "cancelled", revoking its Celery task."""
+    kind, cls, raw = load(collection, id)
+    if raw.get("process_status") not in machine.RULES["fail"].sources:
+        raise IllegalTransition(f"cannot cancel a process that is {raw.get('process_status')}")
+    after = machine.transition(cls._get_collection(), raw["_id"], "fail", attempt=raw["attempt"],
+                               errors=[f"cancelled by {by}"], note=f"cancelled by {by}", by=by,
+                               host=socket.gethostname())
+    if after is None:
+        raise TransitionConflict(f"{collection}/{id} changed while being cancelled; look again")
+    if raw.get("celery_task_id"):
+        try:
+            celeryconf.get_app().control.revoke(raw["celery_task_id"])
+        except Exception as exc:  # the attempt check already makes the message harmless
+            log.warning("could not revoke task %s: %s", raw["celery_task_id"], exc)
+    if kind is not None:
+        dispatch.release_slot(kind, raw["_id"], raw["attempt"])
+    children.notify_parent(after)
+    return after

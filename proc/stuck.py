@@ -1,0 +1,165 @@
+"""Which processes need attention, and why: shared by the check-status page and the monitor.
+
+A process needs attention when it has been in an active state longer than its kind's
+thresholds (``proc.settings``):
+
+===================  ==========================================  =========================
+status               condition                                    reason
+===================  ==========================================  =========================
+PENDING              longer than ``queue_timeout``                held by the limit /
+                                                                  broker unreachable /
+                                                                  never handed to the broker
+DISPATCHED           longer than ``queue_timeout``                not started by any worker
+RUNNING              ``heartbeat`` older than ``heartbeat_timeout``  worker heartbeat lost
+RUNNING              past ``deadline`` (dispatch + expected)      overran expected duration
+WAITING_FOR_RESULT   every child finished                         join never ran
+WAITING_FOR_RESULT   past ``deadline``, children still running    children overran
+===================  ==========================================  =========================
+
+Each condition is one indexed query per collection ((process_status, last_status_change),
+(process_status, heartbeat) or (process_status, deadline)) using the smallest threshold of
+the collection's kinds, so only candidates come back, never the whole collection; each
+candidate is then checked against its own kind's threshold.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from . import children, limits, registry
+from .status import PROCESSING_VALUES, ProcessStatus as S
+from .timeutil import age_seconds, format_age, utcnow
+
+HELD_BY_LIMIT = "held by the limit"
+BROKER_UNREACHABLE = "broker unreachable"
+NOT_SENT = "never handed to the broker"
+NOT_STARTED = "not started by any worker"
+HEARTBEAT_LOST = "worker heartbeat lost"
+OVERRAN = "overran expected duration"
+JOIN_LOST = "join never ran"
+CHILDREN_OVERRAN = "children overran"
+
+#: The fields a stuck-process query returns (never whole documents).
+PROJECTION = {"process_status": 1, "current_process": 1, "current_process_step": 1, "attempt": 1,
+              "last_status_change": 1, "heartbeat": 1, "deadline": 1, "worker_hostname": 1,
+              "child_collections": 1, "celery_task_id": 1, "process_args": 1}
+
+
+@dataclass
+class Stuck:
+    """One process that needs attention."""
+
+    kind: registry.Kind
+    raw: dict
+    reason: str
+    detail: str
+    queries: list = field(default_factory=list, repr=False)
+
+    @property
+    def collection(self) -> str:
+        return self.kind.collection
+
+    @property
+    def id(self):
+        return self.raw["_id"]
+
+    @property
+    def status(self) -> str:
+        return self.raw["process_status"]
+
+    @property
+    def attempt(self) -> int:
+        return self.raw.get("attempt", 0)
+
+    @property
+    def age(self) -> float | None:
+        return age_seconds(self.raw.get("last_status_change"))
+
+    def as_dict(self) -> dict:
+        return {"collection": self.collection, "id": str(self.id), "kind": self.kind.name,
+                "status": self.status, "attempt": self.attempt, "age_seconds": self.age,
+                "reason": self.reason, "detail": self.detail,
+                "worker": self.raw.get("worker_hostname")}
+
+
+def _kinds_by_collection() -> dict[str, list]:
+    by: dict[str, list] = {}
+    for kind in registry.kinds():
+        by.setdefault(kind.collection, []).append(kind)
+    return by
+
+
+def find(now: datetime | None = None, *, collections=None, limit: int = 1000,
+         query_log: list | None = None) -> list[Stuck]:
+    """Every process that needs attention now (at most ``limit`` per query)."""
+    now = now or utcnow()
+    found: list[Stuck] = []
+    usage = limits.usage()
+    for collection, kinds in sorted(_kinds_by_collection().items()):
+        if collections is not None and collection not in collections:
+            continue
+        by_method = {k.method: k for k in kinds}
+        coll = kinds[0].cls._get_collection()
+        queue_cut = now - timedelta(seconds=min(k.settings.queue_timeout for k in kinds))
+        beat_cut = now - timedelta(seconds=min(k.settings.heartbeat_timeout for k in kinds))
+        queries = [
+            {"process_status": {"$in": [S.PENDING.value, S.DISPATCHED.value]},
+             "last_status_change": {"$lt": queue_cut}},
+            {"process_status": S.RUNNING.value, "heartbeat": {"$lt": beat_cut}},
+            {"process_status": {"$in": [S.RUNNING.value, S.WAITING_FOR_RESULT.value]},
+             "deadline": {"$lt": now}},
+            # Waiting parents: the join check needs their children counted, so every waiting
+            # parent older than the smallest queue timeout is a candidate.
+            {"process_status": S.WAITING_FOR_RESULT.value, "last_status_change": {"$lt": queue_cut}},
+        ]
+        seen = set()
+        for query in queries:
+            if query_log is not None:
+                query_log.append((collection, query))
+            for raw in coll.find(query, PROJECTION).limit(limit):
+                if raw["_id"] in seen:
+                    continue
+                kind = by_method.get(raw.get("current_process"))
+                if kind is None:
+                    continue
+                verdict = diagnose(kind, raw, now, usage)
+                if verdict is not None:
+                    seen.add(raw["_id"])
+                    found.append(Stuck(kind, raw, *verdict))
+    return found
+
+
+def diagnose(kind, raw: dict, now: datetime, usage: dict | None = None) -> tuple[str, str] | None:
+    """(reason, detail) if this process needs attention now, else None."""
+    s = kind.settings
+    status = raw["process_status"]
+    in_state = age_seconds(raw.get("last_status_change"), now) or 0.0
+    if status == S.PENDING.value and in_state > s.queue_timeout:
+        step = raw.get("current_process_step") or ""
+        if step.startswith("broker unreachable"):
+            return BROKER_UNREACHABLE, step
+        if s.limit and (usage or {}).get(kind.name, 0) >= s.limit:
+            return HELD_BY_LIMIT, (f"waiting {format_age(in_state)} for a slot: "
+                                   f"{usage.get(kind.name, 0)}/{s.limit} in use")
+        return NOT_SENT, f"PENDING for {format_age(in_state)} without reaching the broker"
+    if status == S.DISPATCHED.value and in_state > s.queue_timeout:
+        return NOT_STARTED, (f"DISPATCHED for {format_age(in_state)} (queue timeout "
+                             f"{format_age(s.queue_timeout)}): no worker consumes queue "
+                             f"{s.queue!r}, or the message was lost")
+    if status == S.RUNNING.value:
+        beat_age = age_seconds(raw.get("heartbeat"), now)
+        if beat_age is not None and beat_age > s.heartbeat_timeout:
+            return HEARTBEAT_LOST, (f"worker heartbeat lost after {int(beat_age)} s on host "
+                                    f"{raw.get('worker_hostname') or '?'}")
+        if raw.get("deadline") and raw["deadline"] < now:
+            return OVERRAN, (f"running past its expected duration ({format_age(age_seconds(raw['deadline'], now))} "
+                             f"over) on host {raw.get('worker_hostname') or '?'}, heartbeat fresh")
+    if status == S.WAITING_FOR_RESULT.value:
+        parent = dict(raw, _cls_collection=kind.collection)
+        running = children.count_children(parent, PROCESSING_VALUES)
+        if running == 0 and in_state > min(s.queue_timeout, s.heartbeat_timeout):
+            return JOIN_LOST, "every child finished but the join never ran"
+        if raw.get("deadline") and raw["deadline"] < now and running:
+            return CHILDREN_OVERRAN, (f"{running} child process(es) still running "
+                                      f"{format_age(age_seconds(raw['deadline'], now))} past the deadline")
+    return None
