@@ -1,0 +1,76 @@
+"""Errors as JSON under /api/ (and plain pages elsewhere), never with credentials in them.
+
+Every error body under ``/api/`` is ``{"error": "<what is wrong>", "status": <code>}``
+plus ``"parameter": "<name>"`` when one request parameter is at fault.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import jsonify, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from proc.redact import redact_url
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A client mistake (4xx) or a conflict, answered as a JSON error."""
+
+    def __init__(self, status: int, message: str, parameter: str | None = None, headers=None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.parameter = parameter
+        self.headers = headers or {}
+
+
+def bad_parameter(parameter: str, message: str) -> ApiError:
+    return ApiError(400, message, parameter)
+
+
+def error_response(status: int, message: str, parameter: str | None = None, headers=None):
+    body = {"error": redact_url(message), "status": status}
+    if parameter:
+        body["parameter"] = parameter
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path in ("/healthz",)
+
+
+def init_app(app) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        if wants_json():
+            return error_response(exc.status, exc.message, exc.parameter, exc.headers)
+        return _page(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        if wants_json():
+            response = error_response(exc.code or 500, exc.description or exc.name)
+            if exc.code == 405 and exc.valid_methods:
+                response.headers["Allow"] = ", ".join(exc.valid_methods)
+            return response
+        return exc
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        message = f"internal error ({type(exc).__name__}); see the server log"
+        if wants_json():
+            return error_response(500, message)
+        return InternalServerError(message)
+
+
+def _page(status: int, message: str, headers):
+    from flask import render_template
+
+    return render_template("error.html", status=status, message=redact_url(message)), status, headers

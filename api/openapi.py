@@ -1,0 +1,210 @@
+"""The OpenAPI 3.0 description of the JSON API, as data (served at /api/openapi.json)."""
+from __future__ import annotations
+
+from .overview import ACTIVE, STATUSES
+from .queries import MAX_LIMIT
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict:
+    return _json(_ref("Error"), description)
+
+
+_COUNTS = {"type": "object", "required": list(STATUSES), "additionalProperties": False,
+           "properties": {s: {"type": "integer", "minimum": 0} for s in STATUSES}}
+_AGES = {"type": "object", "required": list(ACTIVE), "additionalProperties": False,
+         "properties": {s: {"type": "number", "nullable": True, "minimum": 0} for s in ACTIVE},
+         "description": "Seconds since the oldest process in each active status entered it (null: none)."}
+_NULLABLE_STRING = {"type": "string", "nullable": True}
+
+_PATH_PARAMS = [
+    {"name": "collection", "in": "path", "required": True, "schema": {"type": "string"},
+     "description": "The Proc collection, e.g. `precheck`."},
+    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+     "description": "The document id (24 hexadecimal digits for an ObjectId)."},
+]
+_UNAUTHORIZED = _error("PROC_API_TOKEN is set and the request does not carry it.")
+
+
+def _action(summary: str, description: str, *, force: bool) -> dict:
+    params = list(_PATH_PARAMS)
+    if force:
+        params.append({"name": "force", "in": "query", "required": False, "schema": {"type": "boolean"},
+                       "description": "Act on a healthy running process too (default false)."})
+    return {"post": {
+        "summary": summary, "description": description, "parameters": params,
+        "responses": {
+            "200": _json(_ref("ActionResult"), "Done; the process as it is now."),
+            "400": _error("A parameter is malformed (`id`, `force`)."),
+            "401": _UNAUTHORIZED,
+            "403": _error("Cross-site request refused, or neither a bearer token nor X-Proc-Request was sent."),
+            "404": _error("Unknown collection or no such process."),
+            "409": _error("Not allowed in the process's current state (healthy and running, finished, "
+                          "or changed meanwhile)."),
+        }}}
+
+
+def spec() -> dict:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "proc check-status API",
+            "version": "1.0.0",
+            "description": "Counts of processes per status and kind, processes needing attention, "
+                           "workers and queues, and admin actions on one process. With PROC_API_TOKEN set, "
+                           "every route needs it as a bearer token or as the basic-auth password. POST "
+                           "actions also need `Authorization: Bearer` or the `X-Proc-Request` header, and "
+                           "are refused cross-site.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}, {"basic": []}],
+        "paths": {
+            "/api/status": {"get": {
+                "summary": "Counts per status and kind, oldest ages, needs attention, workers and queues",
+                "parameters": [{"name": "workers", "in": "query", "required": False, "schema": {"type": "boolean"},
+                                "description": "Ask the workers (Celery inspect, a short timeout); default true."}],
+                "responses": {"200": _json(_ref("Status"), "The overview."),
+                              "400": _error("A parameter is malformed (`workers`)."),
+                              "401": _UNAUTHORIZED}}},
+            "/api/procs": {"get": {
+                "summary": "Processes, newest status change first",
+                "parameters": [
+                    {"name": "status", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": list(STATUSES)}},
+                    {"name": "kind", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "`collection` or `collection.method`."},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
+                    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "`next_cursor` of the previous page."},
+                ],
+                "responses": {"200": _json(_ref("ProcList"), "One page of processes."),
+                              "400": _error("A parameter is malformed; `parameter` names it."),
+                              "401": _UNAUTHORIZED}}},
+            "/api/procs/{collection}/{id}": {"get": {
+                "summary": "One process: every field, errors, warnings, history",
+                "parameters": list(_PATH_PARAMS),
+                "responses": {"200": _json(_ref("ProcDetail"), "The process."),
+                              "400": _error("The id is malformed."),
+                              "401": _UNAUTHORIZED,
+                              "404": _error("Unknown collection or no such process.")}}},
+            "/api/procs/{collection}/{id}/reset": _action(
+                "Put a stuck or failed process back to READY",
+                "Refused (409) for a healthy active process unless force=true.", force=True),
+            "/api/procs/{collection}/{id}/redispatch": _action(
+                "Send a stuck or failed process again, as a new attempt",
+                "Refused (409) for a healthy active process unless force=true.", force=True),
+            "/api/procs/{collection}/{id}/cancel": _action(
+                "End a pending or running process as FAILURE (cancelled), revoking its Celery task",
+                "Refused (409) for a process that is not active.", force=False),
+            "/api/openapi.json": {"get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "The OpenAPI description.",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}},
+                              "401": _UNAUTHORIZED}}},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "basic": {"type": "http", "scheme": "basic",
+                                          "description": "Any user name; the password is the token."}},
+            "schemas": _schemas(),
+        },
+    }
+
+
+def _schemas() -> dict:
+    summary = {
+        "type": "object",
+        "required": ["collection", "id", "kind", "status", "attempt", "last_status_change", "age_seconds"],
+        "properties": {
+            "collection": {"type": "string"}, "id": {"type": "string"}, "kind": {"type": "string"},
+            "status": {"type": "string"}, "attempt": {"type": "integer"}, "step": _NULLABLE_STRING,
+            "last_status_change": {"type": "string", "nullable": True, "format": "date-time"},
+            "age_seconds": {"type": "number", "nullable": True}, "age": {"type": "string"},
+            "worker": _NULLABLE_STRING, "last_error": _NULLABLE_STRING,
+        },
+    }
+    attention = {
+        "type": "object",
+        "required": ["collection", "id", "kind", "status", "reason", "detail"],
+        "properties": {"collection": {"type": "string"}, "id": {"type": "string"}, "kind": {"type": "string"},
+                       "status": {"type": "string"}, "attempt": {"type": "integer"},
+                       "age_seconds": {"type": "number", "nullable": True}, "age": {"type": "string"},
+                       "reason": {"type": "string"}, "detail": {"type": "string"}, "worker": _NULLABLE_STRING},
+    }
+    kind = {
+        "type": "object",
+        "required": ["kind", "collection", "method", "counts", "total", "oldest_age_seconds", "limit", "in_use"],
+        "properties": {
+            "kind": {"type": "string"}, "collection": {"type": "string"}, "method": _NULLABLE_STRING,
+            "registered": {"type": "boolean"}, "counts": _COUNTS, "total": {"type": "integer"},
+            "oldest_age_seconds": _AGES, "limit": {"type": "integer", "nullable": True},
+            "in_use": {"type": "integer", "nullable": True}, "queue": _NULLABLE_STRING,
+            "thresholds": {"type": "object", "nullable": True, "properties": {
+                "queue_timeout": {"type": "number"},
+                "expected_duration": {"type": "number", "nullable": True,
+                                      "description": "null when it is a function of the document"},
+                "heartbeat_timeout": {"type": "number"}}},
+        },
+    }
+    worker = {"type": "object", "required": ["name", "queues", "active", "reserved"],
+              "properties": {"name": {"type": "string"}, "queues": {"type": "array", "items": {"type": "string"}},
+                             "active": {"type": "integer", "nullable": True},
+                             "reserved": {"type": "integer", "nullable": True}}}
+    queue = {"type": "object", "required": ["name", "depth"],
+             "properties": {"name": {"type": "string"}, "depth": {"type": "integer", "nullable": True},
+                            "consumers": {"type": "array", "nullable": True, "items": {"type": "string"}}}}
+    return {
+        "Error": {"type": "object", "required": ["error", "status"],
+                  "properties": {"error": {"type": "string"}, "status": {"type": "integer"},
+                                 "parameter": {"type": "string"}}},
+        "Counts": _COUNTS,
+        "Status": {
+            "type": "object",
+            "required": ["counts", "oldest_age_seconds", "kinds", "needs_attention", "workers", "queues",
+                         "broker", "database"],
+            "properties": {
+                "generated_at": {"type": "string", "format": "date-time"},
+                "counts": _ref("Counts"), "oldest_age_seconds": _AGES,
+                "kinds": {"type": "array", "items": kind},
+                "hints": {"type": "array", "items": {"type": "string"}},
+                "needs_attention": {"type": "array", "items": attention},
+                "needs_attention_capped": {"type": "boolean"},
+                "workers": {"type": "object", "required": ["answered", "list"], "properties": {
+                    "asked": {"type": "boolean"}, "answered": {"type": "boolean"},
+                    "inspect_timeout": {"type": "number"}, "list": {"type": "array", "items": worker}}},
+                "queues": {"type": "array", "items": queue},
+                "broker": {"type": "object", "required": ["url", "reachable"], "properties": {
+                    "url": {"type": "string"}, "reachable": {"type": "boolean"}, "error": _NULLABLE_STRING}},
+                "database": {"type": "object", "required": ["url"], "properties": {
+                    "url": {"type": "string"}, "embedded": {"type": "boolean"}}},
+            },
+        },
+        "ProcSummary": summary,
+        "ProcList": {"type": "object", "required": ["items", "limit", "next_cursor"],
+                     "properties": {"items": {"type": "array", "items": _ref("ProcSummary")},
+                                    "limit": {"type": "integer"}, "next_cursor": _NULLABLE_STRING}},
+        "ProcDetail": {"allOf": [_ref("ProcSummary"), {
+            "type": "object",
+            "required": ["fields", "errors", "warnings", "history", "actions"],
+            "properties": {
+                "fields": {"type": "object"},
+                "errors": {"type": "array", "items": {"type": "string"}},
+                "warnings": {"type": "array", "items": {"type": "string"}},
+                "history": {"type": "array", "items": {"type": "object"}},
+                "needs_attention": {"type": "object", "nullable": True},
+                "settings": {"type": "object", "nullable": True},
+                "actions": {"type": "object", "properties": {
+                    "reset": {"type": "boolean"}, "redispatch": {"type": "boolean"}, "cancel": {"type": "boolean"}}},
+            }}]},
+        "ActionResult": {"type": "object", "required": ["action", "by", "process"],
+                         "properties": {"action": {"type": "string"}, "by": {"type": "string"},
+                                        "process": _ref("ProcDetail")}},
+    }

@@ -1,0 +1,62 @@
+"""The check-status page: /projects/admin/check-status/ (rendered on the server, refreshed in place)."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, render_template, request
+
+from proc import registry
+from proc.timeutil import format_age
+
+from . import queries
+from .json_api import status_data
+from .overview import ACTIVE, STATUSES
+
+bp = Blueprint("page", __name__, url_prefix="/projects/admin")
+
+
+@bp.app_template_filter("age")
+def age(seconds) -> str:
+    """Seconds as "3m 12s"."""
+    return format_age(seconds)
+
+
+@bp.app_template_filter("duration")
+def duration(seconds) -> str:
+    """A threshold: "10m", "1h", "45s"; None (a function of the document): "per doc"."""
+    if seconds is None:
+        return "per doc"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _context(**extra) -> dict:
+    return {"statuses": STATUSES, "active": ACTIVE, **extra}
+
+
+@bp.get("/check-status/")
+def check_status():
+    return render_template("check_status.html", **_context(
+        data=status_data(), refresh=current_app.config["PROC_REFRESH_SECONDS"]))
+
+
+@bp.get("/check-status/live")
+def live():
+    """The part of the page that refreshes: boxes, hints, needs attention, kinds, workers, queues."""
+    return render_template("_live.html", **_context(data=status_data()))
+
+
+@bp.get("/check-status/procs")
+def procs():
+    args = request.args
+    limit = queries.parse_limit(args.get("limit"), int(current_app.config["PROC_PAGE_SIZE"]))
+    listing = queries.list_procs(status=args.get("status"), kind=args.get("kind"),
+                                 cursor=args.get("cursor"), limit=limit)
+    return render_template("procs.html", **_context(
+        listing=listing, status=args.get("status") or "", kind=args.get("kind") or "",
+        kinds=[k.name for k in registry.kinds()], limit=limit))
+
+
+@bp.get("/check-status/procs/<collection>/<id>")
+def proc_detail(collection, id):
+    return render_template("proc_detail.html", **_context(proc=queries.detail(collection, id)))

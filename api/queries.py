@@ -1,0 +1,202 @@
+"""Lists of processes (newest change first, cursor-paginated) and one process in full."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from bson import ObjectId, json_util
+
+from proc import limits, registry, stuck
+from proc.admin_cli import parse_id
+from proc.exceptions import UnknownKind
+from proc.status import ProcessStatus as S
+from proc.timeutil import age_seconds, format_age, utcnow
+
+from .errors import ApiError, bad_parameter
+from .overview import STATUSES
+
+MAX_LIMIT = 500
+SUMMARY_FIELDS = {"process_status": 1, "current_process": 1, "current_process_step": 1, "attempt": 1,
+                  "last_status_change": 1, "worker_hostname": 1, "errors": {"$slice": -1},
+                  "create_time": 1}
+
+
+def parse_status(value: str | None) -> str | None:
+    if value in (None, ""):
+        return None
+    if value not in STATUSES:
+        raise bad_parameter("status", f"unknown status {value!r}; valid: {', '.join(STATUSES)}")
+    return value
+
+
+def parse_kind(value: str | None) -> tuple[type, str | None] | None:
+    """``"collection"`` or ``"collection.method"`` -> (class, method or None)."""
+    if value in (None, ""):
+        return None
+    collection, _, method = value.partition(".")
+    try:
+        if method:
+            kind = registry.kind_named(value)
+            return kind.cls, kind.method
+        return registry.class_for(collection), None
+    except UnknownKind as exc:
+        known = ", ".join(k.name for k in registry.kinds())
+        raise bad_parameter("kind", f"{exc} (known kinds: {known})") from None
+
+
+def parse_limit(value: str | None, default: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        limit = int(value)
+    except ValueError:
+        raise bad_parameter("limit", f"limit must be an integer from 1 to {MAX_LIMIT}, got {value!r}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise bad_parameter("limit", f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def encode_cursor(raw: dict, collection: str) -> str:
+    when = raw.get("last_status_change") or datetime.min
+    data = json.dumps([when.isoformat(), collection, json_util.dumps(raw["_id"])])
+    return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None):
+    if value in (None, ""):
+        return None
+    try:
+        padded = value + "=" * (-len(value) % 4)
+        when, collection, id_json = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromisoformat(when), str(collection), json_util.loads(id_json)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, AttributeError):
+        raise bad_parameter("cursor", "cursor is not one this API gave out; drop it to start "
+                                      "from the newest") from None
+
+
+def _after_cursor(collection: str, cursor) -> dict:
+    """Documents of ``collection`` after ``cursor`` in (last change, collection, id) descending order."""
+    when, at_collection, at_id = cursor
+    if collection < at_collection:
+        return {"last_status_change": {"$lte": when}}
+    if collection > at_collection:
+        return {"last_status_change": {"$lt": when}}
+    return {"$or": [{"last_status_change": {"$lt": when}},
+                    {"last_status_change": when, "_id": {"$lt": at_id}}]}
+
+
+def list_procs(*, status=None, kind=None, limit: int = 50, cursor=None) -> dict:
+    """One page of processes, newest status change first, across collections."""
+    status, kind, cursor = parse_status(status), parse_kind(kind), decode_cursor(cursor)
+    classes = [kind[0]] if kind else registry.proc_classes()
+    found = []
+    for cls in classes:
+        collection = cls._get_collection_name()
+        query: dict = {}
+        if status:
+            query["process_status"] = status
+        if kind and kind[1]:
+            query["current_process"] = kind[1]
+        if cursor:
+            query.update(_after_cursor(collection, cursor))
+        docs = (cls._get_collection().find(query, SUMMARY_FIELDS)
+                .sort([("last_status_change", -1), ("_id", -1)]).limit(limit + 1))
+        found.extend((collection, raw) for raw in docs)
+    found.sort(key=lambda item: (item[1].get("last_status_change") or datetime.min, item[0],
+                                 _sortable(item[1]["_id"])), reverse=True)
+    page = found[:limit]
+    now = utcnow()
+    return {
+        "items": [summary(collection, raw, now) for collection, raw in page],
+        "limit": limit,
+        "next_cursor": encode_cursor(page[-1][1], page[-1][0]) if len(found) > limit else None,
+    }
+
+
+def _sortable(value):
+    return (0, value.binary) if isinstance(value, ObjectId) else (1, str(value))
+
+
+def summary(collection: str, raw: dict, now: datetime) -> dict:
+    method = raw.get("current_process")
+    return {
+        "collection": collection,
+        "id": str(raw["_id"]),
+        "kind": f"{collection}.{method}" if method else collection,
+        "status": raw.get("process_status"),
+        "attempt": raw.get("attempt", 0),
+        "step": raw.get("current_process_step"),
+        "last_status_change": iso(raw.get("last_status_change")),
+        "age_seconds": _rounded(age_seconds(raw.get("last_status_change"), now)),
+        "age": format_age(age_seconds(raw.get("last_status_change"), now)),
+        "worker": raw.get("worker_hostname"),
+        "last_error": (raw.get("errors") or [None])[-1],
+    }
+
+
+def find_proc(collection: str, id_text: str) -> tuple[type, dict]:
+    """(class, raw document) or an ApiError: 404 for an unknown collection or id, 400 for a bad id."""
+    try:
+        cls = registry.class_for(collection)
+    except UnknownKind as exc:
+        raise ApiError(404, str(exc), "collection") from None
+    try:
+        pk = parse_id(cls, id_text)
+    except ValueError as exc:
+        raise bad_parameter("id", str(exc)) from None
+    raw = cls._get_collection().find_one({"_id": pk})
+    if raw is None:
+        raise ApiError(404, f"no {cls.__name__} with id {id_text!r} in collection {collection!r}", "id")
+    return cls, raw
+
+
+def detail(collection: str, id_text: str) -> dict:
+    """Every field of one process, its kind's settings, its diagnosis and what may be done to it."""
+    cls, raw = find_proc(collection, id_text)
+    now = utcnow()
+    method = raw.get("current_process")
+    kind = registry.kind(cls, method) if method and hasattr(cls, method) else None
+    verdict = None
+    if kind is not None and raw.get("process_status") in STATUSES:
+        verdict = stuck.diagnose(kind, raw, now, limits.usage())
+    status = raw.get("process_status")
+    active = status in (S.PENDING.value, S.DISPATCHED.value, S.RUNNING.value, S.WAITING_FOR_RESULT.value)
+    repairable = status == S.FAILURE.value or (active and (verdict is not None or kind is None))
+    fields = {name: jsonable(value) for name, value in raw.items() if name != "history"}
+    return {
+        **summary(collection, raw, now),
+        "fields": fields,
+        "errors": list(raw.get("errors") or []),
+        "warnings": list(raw.get("warnings") or []),
+        "history": [jsonable(h) for h in reversed(raw.get("history") or [])],
+        "needs_attention": None if verdict is None else {"reason": verdict[0], "detail": verdict[1]},
+        "settings": None if kind is None else {
+            "limit": kind.settings.limit, "queue": kind.settings.queue,
+            "queue_timeout": kind.settings.queue_timeout,
+            "heartbeat_timeout": kind.settings.heartbeat_timeout,
+            "recovery": kind.settings.recovery, "max_attempts": kind.settings.max_attempts},
+        "actions": {"reset": repairable, "redispatch": repairable and kind is not None, "cancel": active},
+    }
+
+
+def iso(value) -> str | None:
+    return value.isoformat(timespec="milliseconds") + "Z" if isinstance(value, datetime) else None
+
+
+def _rounded(value):
+    return None if value is None else round(value, 1)
+
+
+def jsonable(value):
+    """A stored value as plain JSON: ids as strings, times as ISO 8601 UTC."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

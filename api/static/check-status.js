@@ -1,0 +1,80 @@
+// proc check-status page: refreshes the live part in place, and sends the admin actions.
+(function () {
+  "use strict";
+
+  function refreshLive() {
+    var live = document.getElementById("live");
+    if (!live) return;
+    var url = live.getAttribute("data-refresh-url");
+    var seconds = parseFloat(live.getAttribute("data-refresh-seconds")) || 3;
+    var state = document.getElementById("refresh-state");
+    var updated = document.getElementById("updated");
+    var busy = false;
+
+    function tick() {
+      if (busy || document.hidden) return;
+      busy = true;
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" }, cache: "no-store" })
+        .then(function (response) {
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.text();
+        })
+        .then(function (html) {
+          live.innerHTML = html;
+          live.setAttribute("data-refreshes", String(parseInt(live.getAttribute("data-refreshes"), 10) + 1));
+          var generated = live.querySelector(".live-generated");
+          if (generated && updated) {
+            var at = generated.getAttribute("data-generated");
+            updated.setAttribute("datetime", at);
+            updated.textContent = at.substring(11, 19) + " UTC";
+          }
+          if (state) { state.textContent = ""; state.className = "refresh-state"; }
+        })
+        .catch(function (error) {
+          if (state) {
+            state.textContent = "· refresh failed (" + error.message + "); showing the last answer";
+            state.className = "refresh-state error";
+          }
+        })
+        .then(function () { busy = false; });
+    }
+
+    window.setInterval(tick, seconds * 1000);
+    document.addEventListener("visibilitychange", function () { if (!document.hidden) tick(); });
+  }
+
+  function actions() {
+    var result = document.getElementById("action-result");
+    var buttons = document.querySelectorAll("button[data-action]");
+    Array.prototype.forEach.call(buttons, function (button) {
+      button.addEventListener("click", function () {
+        var question = button.getAttribute("data-confirm");
+        if (question && !window.confirm(question)) return;
+        button.disabled = true;
+        fetch(button.getAttribute("data-action"), {
+          method: "POST", credentials: "same-origin",
+          headers: { "X-Proc-Request": "1", "Accept": "application/json" }
+        })
+          .then(function (response) {
+            return response.json().then(function (body) { return { ok: response.ok, body: body }; });
+          })
+          .then(function (answer) {
+            if (!answer.ok) throw new Error(answer.body.error || "failed");
+            result.className = "action-result";
+            result.textContent = answer.body.action + " done: now " + answer.body.process.status;
+            window.setTimeout(function () { window.location.reload(); }, 600);
+          })
+          .catch(function (error) {
+            result.className = "action-result error";
+            result.textContent = error.message;
+            button.disabled = false;
+          });
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    refreshLive();
+    actions();
+  });
+})();

@@ -1,0 +1,10 @@
+"""The WSGI entry point of a separate server process: ``gunicorn api.wsgi:app``.
+
+It refuses the embedded database and documents in the old shape before creating the
+app (``procctl serve`` runs the same checks first, so it fails with a clear message).
+"""
+from api import create_app
+from api.cli import check_can_serve
+
+check_can_serve("The status page server (gunicorn api.wsgi:app)")
+app = create_app()
