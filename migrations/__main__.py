@@ -1,0 +1,4 @@
+"""``python -m migrations ...``: the same commands as ``procctl datafix ...``."""
+from .cli import main
+
+main()

@@ -1,0 +1,187 @@
+"""``procctl datafix ...`` (also ``python -m migrations ...``): thin wrappers over ``command``.
+
+Exit codes: 0 done; 1 failed, refused, or invalid documents found; 2 usage or
+configuration error; 3 another run holds the lock.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from proc import config
+from proc.cli import ProcGroup
+
+from . import command
+from .errors import LockHeld
+from .progress import Bar, Lines
+from .runner import DEFAULT_BATCH_SIZE
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+
+
+class DatafixGroup(ProcGroup):
+    """Adds exit code 3 for a held lock to procctl's error handling (configuration: 2)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LockHeld as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(EXIT_LOCKED)
+
+
+@click.group(name="datafix", cls=DatafixGroup)
+@click.option("--uri", envvar="MONGODB_URI", default=None, help="MongoDB URI (default: MONGODB_URI).")
+@click.option("--versions", envvar="PROC_DATAFIX_VERSIONS", default=None, hidden=True,
+              type=click.Path(file_okay=False), help="Directory of datafix files (tests).")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.pass_context
+def datafix(ctx, uri, versions, verbose):
+    """Versioned datafixes that migrate existing Proc documents in place (docs/datafix.md)."""
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO)
+    if uri:
+        config.configure(mongodb_uri=uri)
+    ctx.obj = {"versions": versions}
+
+
+def _progress():
+    return Bar() if sys.stderr.isatty() else Lines(sys.stderr)
+
+
+def _finish(result, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(render(result))
+    click.get_current_context().exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+def render(result) -> str:
+    """The human-readable report of a command's result."""
+    data = result.to_dict()
+    lines = []
+    if data["dry_run"]:
+        lines.append("DRY RUN: nothing was written (no documents, ledger, backups or lock).")
+    lines.append(f"collections: {', '.join(data['collections']) or 'none'}")
+    for d in data["datafixes"]:
+        lines.append(f"datafix {d['id']} {d['description']}: {d['state']}")
+        if d.get("refused"):
+            lines.append(f"  STOPPED: {d['refused']}")
+        if d.get("error"):
+            lines.append(f"  error: {d['error']}")
+        for name, c in d["collections"].items():
+            counts = ", ".join(f"{k} {c[k]}" for k in ("remaining", "matched", "migrated", "restored",
+                                                       "converted", "skipped", "invalid", "processing")
+                               if c.get(k))
+            lines.append(f"  {name}: {counts or 'nothing'}")
+            for label, n in (c.get("rows") or {}).items():
+                sample = ", ".join(map(str, (c.get("samples") or {}).get(label, [])))
+                lines.append(f"    {label}: {n} (e.g. {sample})")
+            for doc in c.get("invalid_docs", []):
+                values = ", ".join(f"{k}={v!r}" for k, v in doc.items() if k != "_id")
+                lines.append(f"    invalid _id {doc['_id']}: {values or 'no status field'}")
+            for doc in c.get("converted_docs", []):
+                lines.append(f"    converted by the inverse rule: _id {doc['_id']} ({doc['reason']})")
+            if c.get("processing_ids"):
+                lines.append(f"    still processing, e.g. {', '.join(map(str, c['processing_ids']))}")
+    lines.extend(data["messages"])
+    lines.extend(f"warning: {w}" for w in data["warnings"])
+    return "\n".join(lines)
+
+
+def _confirm(what: str, yes: bool, dry_run: bool) -> None:
+    if not (yes or dry_run):
+        click.confirm(f"{what} on {config.get().mongodb_uri.split('@')[-1]}? (back up the database "
+                      "first; --yes skips this question)", abort=True)
+
+
+@datafix.command("upgrade")
+@click.option("--to", "to", default=None, help="Apply datafixes with id <= ID only.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@click.option("--collection", "collections", multiple=True, help="Also migrate this collection.")
+@click.option("--dry-run", is_flag=True, help="Write nothing; print what would happen.")
+@click.option("--include-processing", is_flag=True,
+              help="Mark documents still processing under the old workers FAILURE instead of stopping.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def upgrade_cmd(obj, to, batch_size, collections, dry_run, include_processing, yes, as_json):
+    """Apply pending datafixes (id <= --to), in id order."""
+    _confirm("Upgrade", yes, dry_run)
+    _finish(command.upgrade(to=to, batch_size=batch_size, collections=collections, dry_run=dry_run,
+                            include_processing=include_processing, versions=obj["versions"],
+                            progress=_progress()), as_json)
+
+
+@datafix.command("downgrade")
+@click.option("--to", "to", default=None,
+              help="Revert datafixes with id > ID (default: the newest applied one; 'base' = all).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@click.option("--collection", "collections", multiple=True, help="Also revert this collection.")
+@click.option("--dry-run", is_flag=True, help="Write nothing; print what would happen.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def downgrade_cmd(obj, to, batch_size, collections, dry_run, yes, as_json):
+    """Revert applied datafixes with id > --to, newest first."""
+    _confirm("Downgrade", yes, dry_run)
+    _finish(command.downgrade(to=to, batch_size=batch_size, collections=collections, dry_run=dry_run,
+                              versions=obj["versions"], progress=_progress()), as_json)
+
+
+def _checking_command(name: str, function, doc: str):
+    """``status`` and ``verify``: read-only, one report, same options."""
+
+    @datafix.command(name, help=doc)
+    @click.option("--collection", "collections", multiple=True, help="Also check this collection.")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @click.pass_obj
+    def checking(obj, collections, as_json):
+        _finish(function(collections=collections, versions=obj["versions"]), as_json)
+
+    return checking
+
+
+status_cmd = _checking_command(
+    "status", command.status,
+    "Each datafix, its state, and per collection the documents still to migrate and the invalid ones.")
+verify_cmd = _checking_command(
+    "verify", command.verify,
+    "Exit 0 only if no document is in the old shape and every process_status is valid.")
+
+
+@datafix.command("unlock")
+@click.option("--force", is_flag=True, help="Required: release the lock whoever holds it.")
+def unlock_cmd(force):
+    """Release a lock left by a crashed run."""
+    if not force:
+        raise click.UsageError("unlock needs --force: only use it when the run holding the lock is dead")
+    released = command.unlock(force=True)
+    click.echo(f"released the lock held by {released.get('owner')}" if released else "no lock was held")
+
+
+@datafix.command("new")
+@click.argument("name")
+@click.pass_obj
+def new_cmd(obj, name):
+    """Create the next datafix file in migrations/versions/."""
+    click.echo(f"created {command.new(name, versions=obj['versions'])}")
+
+
+@datafix.command("prune-backups")
+@click.option("--older-than", "days", type=click.FloatRange(min=0), required=True, metavar="DAYS",
+              help="Delete backups written more than DAYS days ago.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def prune_backups_cmd(days, yes):
+    """Remove backups an operator no longer needs (a downgrade then uses the inverse rule)."""
+    if not yes:
+        click.confirm(f"Delete datafix backups older than {days:g} days?", abort=True)
+    click.echo(f"deleted {command.prune_backups(older_than_days=days)} backup record(s)")
+
+
+def main() -> None:
+    datafix(prog_name="python -m migrations")

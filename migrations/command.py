@@ -1,0 +1,296 @@
+"""The datafix commands as plain functions; ``migrations.cli`` wraps each one.
+
+Each returns a result object (``.ok``, ``.to_dict()``) and raises ``LockHeld`` when another
+run holds the lock, ``ScriptError``/``ConfigurationError`` for bad input.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+from proc import db, registry
+
+from . import lock as lock_module, script as script_module
+from .backup import Backups
+from .errors import ScriptError
+from .ledger import APPLIED, FAILED, RUNNING, Ledger
+from .lock import Lock
+from .progress import Progress
+from .runner import DEFAULT_BATCH_SIZE, Context, DatafixReport, run
+
+
+@dataclass
+class Result:
+    """What a command did: one report per datafix, plus notes for the operator."""
+
+    command: str
+    dry_run: bool = False
+    reports: list = field(default_factory=list)
+    messages: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    collections: list = field(default_factory=list)
+    failed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and all(r.ok for r in self.reports)
+
+    def to_dict(self) -> dict:
+        return _plain({"command": self.command, "dry_run": self.dry_run, "ok": self.ok,
+                       "collections": self.collections, "messages": self.messages,
+                       "warnings": self.warnings + [w for r in self.reports for w in r.warnings],
+                       "datafixes": [_report_dict(r) for r in self.reports]})
+
+
+def _report_dict(r: DatafixReport) -> dict:
+    return {"id": r.revision, "description": r.description, "direction": r.direction,
+            "state": r.state, "error": r.error, "refused": r.refused, "totals": r.totals(),
+            "peak_batch": r.peak_batch, "ledger": r.ledger,
+            "collections": {name: {k: v for k, v in vars(c).items() if k != "name" and v not in
+                                   (None, [], {})}
+                            for name, c in r.collections.items()}}
+
+
+def _plain(value):
+    """JSON-ready: ObjectIds, datetimes and other BSON values as strings."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+# -- shared helpers -------------------------------------------------------------------------
+
+
+def connect(uri: str | None = None):
+    """The database (``uri``, else MONGODB_URI); pings a real server."""
+    database = db.connect(uri) if uri else db.database()
+    if not db.is_embedded():
+        db.ping()
+    return database
+
+
+def model_collections() -> dict[str, type]:
+    """Collection name -> Proc subclass, for every model PROC_MODELS defines."""
+    return {cls._get_collection_name(): cls for cls in registry.load_models()}
+
+
+def targets(database, named=(), entries: dict | None = None) -> list[str]:
+    """The collections a command works on: every Proc model's collection that exists, those
+    a previous run recorded in the ledger, and every collection named (even if empty)."""
+    known = set(model_collections())
+    for entry in (entries or {}).values():
+        known.update(c["name"] for c in entry.get("collections") or [])
+    existing = set(database.list_collection_names())
+    return sorted((known & existing) | set(named))
+
+
+def _setup(uri, versions, to):
+    database = connect(uri)
+    scripts = script_module.discover(versions)
+    return database, scripts, script_module.resolve(scripts, to)
+
+
+def _checksum_warning(script, entry, result: Result) -> None:
+    if entry and entry.get("state") == APPLIED and entry.get("checksum") not in (None, script.checksum):
+        result.warnings.append(f"datafix {script.revision} ({script.path.name}) changed after it was "
+                               "applied (checksum differs from the ledger's); review the change")
+
+
+def _count(database, names, query, limit: int = 0) -> dict[str, int]:
+    counts = {}
+    for name in names:
+        n = database[name].count_documents(query, limit=limit) if limit else \
+            database[name].count_documents(query)
+        if n:
+            counts[name] = n
+    return counts
+
+
+def _ensure_indexes(names) -> list[str]:
+    problems = []
+    for name, cls in model_collections().items():
+        if name in names:
+            try:
+                cls.ensure_indexes()
+            except Exception as exc:  # an index is not worth failing a finished migration
+                problems.append(f"{name}: ensuring indexes failed: {type(exc).__name__}: {exc}")
+    return problems
+
+
+class _Session(NamedTuple):
+    """What a writing command works with."""
+
+    database: object
+    scripts: list
+    limit: int | None
+    result: Result
+    lock: Lock | None
+    entries: dict
+    names: list
+    progress: Progress
+
+
+@contextlib.contextmanager
+def _session(name, uri, versions, to, collections, dry_run, lock_ttl, progress):
+    """Connect, load the datafixes, take the lock (none in a dry run), find the targets."""
+    database, scripts, limit = _setup(uri, versions, to)
+    result = Result(name, dry_run)
+    held = None if dry_run else Lock(database, command=name, ttl=lock_ttl)
+    progress = progress or Progress()
+    try:
+        if held is not None:
+            held.acquire()
+            if held.took_over:
+                result.warnings.append(
+                    f"took over an expired lock left by {lock_module.describe(held.took_over)}")
+        entries = Ledger(database).all()
+        result.collections = targets(database, collections, entries)
+        yield _Session(database, scripts, limit, result, held, entries, result.collections, progress)
+    finally:
+        progress.close()
+        if held is not None:
+            held.release()
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def upgrade(*, to: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, collections=(),
+            dry_run: bool = False, include_processing: bool = False, uri: str | None = None,
+            versions: Path | str | None = None, progress: Progress | None = None,
+            on_batch=None, lock_ttl: float = lock_module.TTL) -> Result:
+    """Apply, in id order, every datafix with id <= ``to`` that still has work.
+
+    A datafix not recorded as applied runs whatever its id. An applied one runs again only
+    when its selector still matches documents (written later by old code, or in a
+    collection named for the first time); otherwise it says "nothing to do".
+    """
+    with _session("upgrade", uri, versions, to, collections, dry_run, lock_ttl, progress) as run_:
+        database, scripts, limit, result, held, entries, names, progress = run_
+        ran = False
+        for s in scripts:
+            if limit is not None and s.order > limit:
+                continue
+            entry = entries.get(s.revision)
+            _checksum_warning(s, entry, result)
+            if entry and entry.get("state") == APPLIED and not _count(database, names, s.selector, 1):
+                report = DatafixReport(s.revision, s.description, "upgrade", dry_run, "nothing to do")
+                for name, n in _count(database, names, s.invalid).items():
+                    report.collection(name).invalid = n
+                    report.warnings.append(f"{name}: {n} invalid document(s); see `procctl datafix status`")
+                result.reports.append(report)
+                continue
+            ctx = Context(database, s, names, direction="upgrade", dry_run=dry_run,
+                          options={"include_processing": include_processing},
+                          batch_size=batch_size, lock=held, progress=progress,
+                          on_batch=on_batch, previous=entry)
+            report = run(ctx, s.module.upgrade)
+            result.reports.append(report)
+            ran = True
+            if report.state in (FAILED, "refused"):
+                break
+        if not result.reports:
+            result.messages.append("no datafix at or below --to")
+        elif all(r.state == "nothing to do" for r in result.reports):
+            result.messages.append("nothing to do")
+        if ran and not dry_run and not any(r.state in (FAILED, "refused") for r in result.reports):
+            result.warnings.extend(_ensure_indexes(names))
+    return result
+
+
+def downgrade(*, to: str | None = None, collections=(), dry_run: bool = False,
+              batch_size: int = DEFAULT_BATCH_SIZE, uri: str | None = None,
+              versions: Path | str | None = None, progress: Progress | None = None,
+              on_batch=None, lock_ttl: float = lock_module.TTL) -> Result:
+    """Revert, newest first, the datafixes with id > ``to`` (default: only the newest one)
+    that are applied, failed or left running."""
+    with _session("downgrade", uri, versions, to, collections, dry_run, lock_ttl, progress) as run_:
+        database, scripts, limit, result, held, entries, names, progress = run_
+        done = [s for s in scripts
+                if (entries.get(s.revision) or {}).get("state") in (APPLIED, FAILED, RUNNING)]
+        chosen = done[-1:] if limit is None else [s for s in done if s.order > limit]
+        if not chosen:
+            result.messages.append("nothing to downgrade")
+        for s in reversed(chosen):
+            ctx = Context(database, s, names, direction="downgrade", dry_run=dry_run,
+                          batch_size=batch_size, lock=held, progress=progress,
+                          on_batch=on_batch, previous=entries.get(s.revision))
+            report = run(ctx, s.module.downgrade)
+            result.reports.append(report)
+            if report.state == FAILED:
+                break
+    return result
+
+
+def status(*, collections=(), uri: str | None = None, versions: Path | str | None = None) -> Result:
+    """Each datafix, its ledger state, and per collection the documents still to migrate
+    (``pending``) and the invalid ones. ``ok`` is False when any of those exist."""
+    database, scripts, _ = _setup(uri, versions, None)
+    result = Result("status")
+    entries = Ledger(database).all()
+    names = result.collections = targets(database, collections, entries)
+    for s in scripts:
+        entry = entries.get(s.revision) or {}
+        _checksum_warning(s, entry, result)
+        report = DatafixReport(s.revision, s.description, entry.get("direction", "upgrade"),
+                               state=entry.get("state", "pending"), error=entry.get("error"))
+        for name, n in _count(database, names, s.selector).items():
+            report.collection(name).remaining = n
+        for name, n in _count(database, names, s.invalid).items():
+            report.collection(name).invalid = n
+        report.ledger = {k: entry.get(k) for k in ("started_at", "finished_at", "host", "counts",
+                                                    "last_collection", "last_id", "checksum")}
+        result.reports.append(report)
+    holder = lock_module.holder(database)
+    if holder:
+        result.messages.append(f"lock held by {lock_module.describe(holder)}")
+    result.failed = any(r.state == FAILED for r in result.reports)
+    return result
+
+
+def verify(*, collections=(), uri: str | None = None, versions: Path | str | None = None) -> Result:
+    """``ok`` only if no document is in a shape a datafix migrates and none is invalid."""
+    result = status(collections=collections, uri=uri, versions=versions)
+    result.command = "verify"
+    pending = sum(c.remaining for r in result.reports for c in r.collections.values())
+    invalid = sum(c.invalid for r in result.reports for c in r.collections.values())
+    result.messages.append(f"{pending} document(s) in the old shape, {invalid} invalid, in "
+                           f"{len(result.collections)} collection(s)")
+    for r in result.reports:
+        r.error = None  # verify judges the data, not the ledger's last error
+    result.failed = pending > 0
+    return result
+
+
+def unlock(*, force: bool = False, uri: str | None = None) -> dict | None:
+    """Release the lock whoever holds it (``force`` required); returns the released lock."""
+    if not force:
+        raise ScriptError("unlock releases a lock another run may still hold: pass --force "
+                          "(only when that run is known to be dead)")
+    return lock_module.force_release(connect(uri))
+
+
+def new(name: str, *, versions: Path | str | None = None) -> Path:
+    """Create the next datafix file from the template and return its path."""
+    return script_module.create(name, versions)
+
+
+def prune_backups(*, older_than_days: float, uri: str | None = None,
+                  lock_ttl: float = lock_module.TTL) -> int:
+    """Delete backups written more than ``older_than_days`` days ago; returns how many."""
+    if older_than_days < 0:
+        raise ScriptError("--older-than must be zero or more days")
+    database = connect(uri)
+    with Lock(database, command="prune-backups", ttl=lock_ttl):
+        return Backups(database).prune(timedelta(days=older_than_days))
+
+
+__all__ = ["Result", "downgrade", "new", "prune_backups", "status", "targets", "unlock",
+           "upgrade", "verify"]

@@ -1,0 +1,112 @@
+"""Walking a collection in ``_id`` order, in batches, whatever BSON types the ``_id``s have.
+
+MongoDB compares values of different BSON types by type bracket only: ``{_id: {$gt: 2}}``
+never matches a string ``_id``. A keyset walk therefore goes bracket by bracket, in the
+server's sort order, and each query asks for "after the last ``_id`` in its bracket, or in
+any later bracket". One query per batch, no long-lived cursor, and every bracket an
+``_id`` may hold is listed (an array can never be an ``_id``).
+"""
+from __future__ import annotations
+
+import datetime
+import uuid
+from decimal import Decimal
+
+import bson
+from bson import Binary, Decimal128, Int64, ObjectId
+
+from proc import db
+
+#: The BSON type brackets an ``_id`` can be in, in the server's sort order, each with the
+#: query that selects the whole bracket. An array is never an ``_id``. MinKey, MaxKey,
+#: Timestamp, JavaScript and symbol ``_id``s are not walked (mongomock can neither select
+#: nor sort them); the runner's final count of documents still to migrate reports any
+#: such document as not reached, so none is silently left behind.
+BRACKETS: tuple[tuple[str, dict], ...] = (
+    ("null", {"_id": None}),
+    ("number", {"_id": {"$type": "number"}}),
+    ("string", {"_id": {"$type": "string"}}),
+    ("object", {"_id": {"$type": "object"}}),
+    ("binData", {"_id": {"$type": "binData"}}),
+    ("objectId", {"_id": {"$type": "objectId"}}),
+    ("bool", {"_id": {"$type": "bool"}}),
+    ("date", {"_id": {"$type": "date"}}),
+)
+_ORDER = {name: i for i, (name, _) in enumerate(BRACKETS)}
+
+
+def bracket_of(value) -> str:
+    """The bracket of a Python value as pymongo decodes it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float, Int64, Decimal128, Decimal)):  # after bool: bool is an int
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, ObjectId):
+        return "objectId"
+    if isinstance(value, (bytes, Binary, uuid.UUID)):
+        return "binData"
+    if isinstance(value, datetime.datetime):
+        return "date"
+    if isinstance(value, dict):
+        return "object"
+    raise TypeError(f"cannot place an _id of type {type(value).__name__} in a BSON bracket")
+
+
+def after(last_id=None, *, started: bool = True) -> dict:
+    """The ``_id`` condition for the next batch: every walked ``_id`` sorting after ``last_id``.
+
+    ``None`` is itself an ``_id`` (null), so the walk passes ``started=False`` for "from
+    the very beginning" (every walked bracket).
+    """
+    if not started:
+        return {"$or": [clause for _, clause in BRACKETS]}
+    current = _ORDER[bracket_of(last_id)]
+    later = [clause for name, clause in BRACKETS if _ORDER[name] > current]
+    return {"$or": [{"_id": {"$gt": last_id}}, *later]}
+
+
+def span(ids: list) -> dict:
+    """A filter matching the ``_id`` range of one sorted batch: per bracket, first to last.
+
+    A range costs one comparison per document where ``$in`` costs one per listed id
+    (quadratic on the embedded database); the datafix's selector is always added to it,
+    so only documents still to migrate inside the range are written.
+    """
+    ranges: dict[str, list] = {}
+    for value in ids:
+        lo_hi = ranges.setdefault(bracket_of(value), [value, value])
+        lo_hi[1] = value
+    clauses = [{"_id": None} if lo is None else {"_id": {"$gte": lo, "$lte": hi}}
+               for lo, hi in ranges.values()]
+    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+
+def key(value) -> bytes:
+    """A hashable, type-exact key for an ``_id`` (``1``, ``1.0`` and ``"1"`` differ)."""
+    return bson.encode({"k": value})
+
+
+def walk(collection, selector: dict, *, batch_size: int, projection=None):
+    """Yield lists of documents matching ``selector``, in ``_id`` order, ``batch_size`` each.
+
+    Each batch is one query (``limit`` and ``batch_size`` equal: one round trip on a
+    real server). The caller may change the yielded documents in the database before
+    asking for the next batch; the walk continues after the last ``_id`` it returned.
+    """
+    last, started = None, False
+    while True:
+        query = {"$and": [selector, after(last, started=started)]}
+        cursor = collection.find(query, projection).sort("_id", 1).limit(batch_size)
+        if not db.is_embedded():  # mongomock warns that it has no batches
+            cursor = cursor.batch_size(batch_size)
+        batch = list(cursor)
+        if not batch:
+            return
+        yield batch
+        last, started = batch[-1]["_id"], True
+        if len(batch) < batch_size:
+            return

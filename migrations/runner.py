@@ -1,0 +1,363 @@
+"""Running one datafix: the ``ctx`` its ``upgrade``/``downgrade`` gets, and what it reports.
+
+The ctx API (see docs/datafix.md):
+
+- ``ctx.collections`` (names), ``ctx.collection(name)``, ``ctx.dry_run``, ``ctx.options``
+  (e.g. ``include_processing``), ``ctx.batch_size``, ``ctx.revision``.
+- ``ctx.report_invalid(query, fields)``: count and list documents it will not touch.
+- ``ctx.refuse(query, message)``: stop before any write if any document matches
+  (in a dry run: say that the run would stop).
+- ``ctx.rewrite(select, backup, pipeline, rows)``: the batched upgrade.
+- ``ctx.restore(select, witness, expected, inverse, rows)``: the batched downgrade.
+
+Every write filter includes ``select``, so documents already migrated are never matched
+again: an interrupted run resumes by itself, a finished one changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pymongo import UpdateOne
+
+from . import keyset
+from .backup import Backups
+from .errors import DatafixError, Refused
+from .ledger import APPLIED, FAILED, ROLLED_BACK, Ledger
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+#: Sample ids shown per mapping row, invalid documents listed per collection.
+SAMPLES, INVALID_LISTED = 5, 50
+DEFAULT_BATCH_SIZE = 5000
+
+
+@dataclass
+class CollectionReport:
+    name: str
+    matched: int = 0
+    migrated: int = 0
+    skipped: int = 0
+    invalid: int = 0
+    processing: int = 0
+    converted: int = 0
+    restored: int = 0
+    remaining: int = 0
+    last_id: object = None
+    rows: dict = field(default_factory=dict)
+    samples: dict = field(default_factory=dict)
+    invalid_docs: list = field(default_factory=list)
+    processing_ids: list = field(default_factory=list)
+    converted_docs: list = field(default_factory=list)
+
+    def counts(self) -> dict:
+        return {k: getattr(self, k) for k in ("matched", "migrated", "skipped", "invalid")}
+
+    def ledger_entry(self) -> dict:
+        return {"name": self.name, **self.counts(), "restored": self.restored,
+                "converted": self.converted, "last_id": self.last_id}
+
+
+@dataclass
+class DatafixReport:
+    """What one datafix did (or, in a dry run, would do)."""
+
+    revision: str
+    description: str
+    direction: str
+    dry_run: bool = False
+    state: str = "pending"
+    collections: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    error: str | None = None
+    refused: str | None = None
+    peak_batch: int = 0
+    ledger: dict = field(default_factory=dict)
+
+    def collection(self, name: str) -> CollectionReport:
+        return self.collections.setdefault(name, CollectionReport(name))
+
+    def totals(self) -> dict:
+        keys = ("matched", "migrated", "skipped", "invalid", "processing", "converted", "restored")
+        return {k: sum(getattr(c, k) for c in self.collections.values()) for k in keys}
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.refused is None and self.totals()["invalid"] == 0
+
+
+class Context:
+    """What a datafix's ``upgrade(ctx)``/``downgrade(ctx)`` works with."""
+
+    def __init__(self, database, script, collections: list[str], *, direction: str,
+                 dry_run: bool = False, options: dict | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE, lock=None, progress: Progress | None = None,
+                 on_batch: Callable | None = None, previous: dict | None = None):
+        if batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        self.db = database
+        self.script = script
+        self.revision = script.revision
+        self.collections = list(collections)
+        self.direction = direction
+        self.dry_run = dry_run
+        self.options = dict(options or {})
+        self.batch_size = batch_size
+        self.report = DatafixReport(script.revision, script.description, direction, dry_run)
+        self.run_id = uuid.uuid4().hex
+        self._lock = lock
+        self._progress = progress or Progress()
+        self._on_batch = on_batch
+        self._previous = previous
+        self._ledger = Ledger(database)
+        self._backups = Backups(database)
+        self._begun = False
+        self._selects: list[dict] = []
+
+    def collection(self, name: str):
+        return self.db[name]
+
+    # -- checks (never write) ----------------------------------------------------------
+
+    def report_invalid(self, query: dict, fields=()) -> int:
+        """Count and list (``_id`` and ``fields``) the documents matching ``query``."""
+        total = 0
+        for name in self.collections:
+            coll = self.collection(name)
+            n = coll.count_documents(query)
+            if not n:
+                continue
+            rep = self.report.collection(name)
+            rep.invalid = n
+            projection = {f: 1 for f in fields} or {"_id": 1}
+            rep.invalid_docs = list(coll.find(query, projection).sort("_id", 1).limit(INVALID_LISTED))
+            self.report.warnings.append(f"{name}: {n} invalid document(s) left untouched")
+            total += n
+        return total
+
+    def refuse(self, query: dict, message: str) -> None:
+        """Stop before any write when a document matches ``query`` (a dry run only says so)."""
+        found = []
+        for name in self.collections:
+            coll = self.collection(name)
+            n = coll.count_documents(query)
+            if n:
+                rep = self.report.collection(name)
+                rep.processing = n
+                rep.processing_ids = [d["_id"] for d in coll.find(query, {"_id": 1}).sort("_id", 1)
+                                      .limit(SAMPLES)]
+                found.append(f"{n} in {name} (e.g. {', '.join(map(str, rep.processing_ids))})")
+        if not found:
+            return
+        text = f"{message}: {'; '.join(found)}"
+        self.report.refused = text
+        if not self.dry_run:
+            raise Refused(text)
+
+    # -- the batched upgrade ---------------------------------------------------------------
+
+    def rewrite(self, *, select: dict, backup, pipeline: list, rows: dict) -> None:
+        """Migrate every document matching ``select``, batch by batch, in ``_id`` order.
+
+        Per batch: one query reads the ``backup`` fields of the next ``batch_size``
+        documents, one insert stores them in the backup collection, one pipeline
+        ``update_many`` rewrites them (filter: ``select`` within the batch's ``_id``
+        range), then the ledger records progress and the lock is renewed. ``rows``
+        (label -> filter) are counted in a dry run, which writes nothing.
+        """
+        self._selects.append(select)
+        if self.dry_run:
+            self._count_rows(select, rows)
+            return
+        self._begin()
+        self._backups.ensure_index()
+        projection = {f: 1 for f in backup}
+        for name in self.collections:
+            coll = self.collection(name)
+            rep = self.report.collection(name)
+            self._progress.start(f"{self.revision} {name}", coll.count_documents(select))
+            for batch in keyset.walk(coll, select, batch_size=self.batch_size, projection=projection):
+                ids = [d["_id"] for d in batch]
+                self._backups.save([Backups.record(self.revision, name, self.run_id, d, backup)
+                                    for d in batch])
+                result = coll.update_many({"$and": [select, keyset.span(ids)]}, pipeline)
+                rep.matched += len(batch)
+                rep.migrated += result.modified_count
+                rep.skipped += max(0, len(batch) - result.modified_count)
+                if result.matched_count > len(batch):
+                    self.report.warnings.append(
+                        f"{name}: {result.matched_count - len(batch)} document(s) appeared inside a "
+                        f"batch's _id range while it ran and were migrated without a backup "
+                        "(old code still writing?); a downgrade converts them by the inverse rule")
+                self._after_batch(name, rep, batch)
+            self._progress.finish()
+
+    def _count_rows(self, select: dict, rows: dict) -> None:
+        for name in self.collections:
+            coll = self.collection(name)
+            rep = self.report.collection(name)
+            rep.matched += coll.count_documents(select)
+            for label, row in rows.items():
+                query = {"$and": [select, row]}
+                n = coll.count_documents(query)
+                if n:
+                    rep.rows[label] = rep.rows.get(label, 0) + n
+                    rep.samples[label] = [d["_id"] for d in coll.find(query, {"_id": 1})
+                                          .sort("_id", 1).limit(SAMPLES)]
+
+    # -- the batched downgrade -------------------------------------------------------------
+
+    def restore(self, *, select: dict, witness, expected: Callable[[dict], dict], inverse: list,
+                rows: dict) -> None:
+        """Give documents matching ``select`` their backed-up values, batch by batch.
+
+        A document whose ``witness`` fields equal ``expected(backup values)`` is still as the
+        upgrade left it: it gets exactly the backed-up values back (one ``bulk_write`` per
+        batch). Any other (no backup, or changed since) is converted by the ``inverse``
+        pipeline (one ``update_many`` per batch) and reported. A dry run writes nothing.
+        """
+        self._selects.append(select)
+        if self.dry_run:
+            self._count_rows(select, rows)
+        else:
+            self._begin()
+        projection = {f: 1 for f in witness}
+        for name in self.collections:
+            coll = self.collection(name)
+            rep = self.report.collection(name)
+            if not self.dry_run:
+                self._progress.start(f"{self.revision} {name}", coll.count_documents(select))
+            for batch in keyset.walk(coll, select, batch_size=self.batch_size, projection=projection):
+                ids = [d["_id"] for d in batch]
+                backups = self._backups.latest(self.revision, name, ids)
+                ops, converted = [], []
+                for doc in batch:
+                    record = backups.get(keyset.key(doc["_id"]))
+                    current = {k: v for k, v in doc.items() if k != "_id"}
+                    if record is None:
+                        converted.append((doc["_id"], "no backup"))
+                    elif current != expected(record["values"]):
+                        converted.append((doc["_id"], "changed since the upgrade"))
+                    else:
+                        ops.append(_exact_restore(doc["_id"], current, witness, record))
+                rep.matched += len(batch)
+                if self.dry_run:
+                    rep.restored += len(ops)
+                    _note_converted(rep, converted, len(converted))
+                    continue
+                restored = coll.bulk_write(ops, ordered=False).modified_count if ops else 0
+                rep.restored += restored
+                if converted or restored < len(ops):  # those changed meanwhile still match select
+                    result = coll.update_many({"$and": [select, keyset.span(ids)]}, inverse)
+                    _note_converted(rep, converted, result.modified_count)
+                self._after_batch(name, rep, batch)
+            if not self.dry_run:
+                self._progress.finish()
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if not self._begun and not self.dry_run:
+            self._ledger.start(self.script, self.run_id, self.direction, self._previous)
+            self._begun = True
+
+    def _after_batch(self, name: str, rep: CollectionReport, batch: list) -> None:
+        rep.last_id = batch[-1]["_id"]
+        self.report.peak_batch = max(self.report.peak_batch, len(batch))
+        self._progress.advance(len(batch))
+        if not self.dry_run:
+            self._ledger.progress(self.revision, self.run_id, counts=self._counts(),
+                                  collections=self._entries(), last_collection=name,
+                                  last_id=rep.last_id)
+            if self._lock is not None:
+                self._lock.renew()
+        if self._on_batch is not None:
+            self._on_batch(self, name, batch)
+
+    def _counts(self) -> dict:
+        totals = self.report.totals()
+        return {k: totals[k] for k in ("matched", "migrated", "skipped", "invalid")}
+
+    def _entries(self) -> list[dict]:
+        return [c.ledger_entry() for c in self.report.collections.values()]
+
+    def remaining(self) -> int:
+        """Documents still matching a ``select`` used by this run (0 when it is complete)."""
+        total = 0
+        for name in self.collections:
+            coll = self.collection(name)
+            for select in self._selects:
+                n = coll.count_documents(select)
+                if n:
+                    self.report.collection(name).remaining += n
+                    sample = coll.find_one(select, {"_id": 1})
+                    self.report.warnings.append(
+                        f"{name}: {n} document(s) still match after the run, e.g. _id "
+                        f"{sample['_id']!r} ({type(sample['_id']).__name__}); _ids of the types "
+                        f"MinKey, MaxKey, Timestamp, JavaScript or symbol are not walked")
+                total += n
+        return total
+
+    def finish(self, state: str, error: str | None = None) -> None:
+        self.report.state = state
+        self.report.error = error
+        if self.dry_run:
+            return
+        self._begin()
+        self._ledger.finish(self.revision, self.run_id, state, counts=self._counts(),
+                            collections=self._entries(), error=error)
+
+
+def _exact_restore(doc_id, current: dict, witness, record: dict) -> UpdateOne:
+    """Put the backed-up values back, only if the witness fields are still ``current``."""
+    query = {"_id": doc_id}
+    for f in witness:
+        query[f] = current[f] if f in current else {"$exists": False}
+    values = record["values"]
+    update: dict = {}
+    if values:
+        update["$set"] = dict(values)
+    absent = [f for f in record["fields"] if f not in values]
+    if absent:
+        update["$unset"] = {f: "" for f in absent}
+    return UpdateOne(query, update)
+
+
+def _note_converted(rep: CollectionReport, converted: list, count: int) -> None:
+    rep.converted += count
+    room = INVALID_LISTED - len(rep.converted_docs)
+    rep.converted_docs.extend({"_id": i, "reason": why} for i, why in converted[:max(room, 0)])
+
+
+def run(ctx: Context, function) -> DatafixReport:
+    """Run ``function(ctx)`` (a datafix's upgrade or downgrade) and record the outcome."""
+    done_state = APPLIED if ctx.direction == "upgrade" else ROLLED_BACK
+    try:
+        function(ctx)
+        if ctx.dry_run:
+            ctx.report.state = "would stop" if ctx.report.refused else f"would be {done_state}"
+            return ctx.report
+        left = ctx.remaining()
+        if left:
+            ctx.finish(FAILED, f"{left} document(s) still to migrate after the run")
+        else:
+            ctx.finish(done_state)
+    except Refused as exc:
+        ctx.report.state = "refused"
+        ctx.report.refused = str(exc)
+    except BaseException as exc:
+        reason = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+                  else f"{type(exc).__name__}: {exc}")
+        log.error("datafix %s %s failed: %s", ctx.revision, ctx.direction, reason)
+        if not ctx.dry_run:
+            try:
+                ctx.finish(FAILED, reason)
+            except DatafixError:
+                pass
+        ctx.report.state, ctx.report.error = FAILED, reason
+        if not isinstance(exc, Exception):
+            raise
+    return ctx.report
