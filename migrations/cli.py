@@ -12,7 +12,7 @@ import sys
 import click
 
 from proc import config
-from proc.cli import ProcGroup
+from proc.exceptions import ConfigurationError
 
 from . import command
 from .errors import LockHeld
@@ -22,15 +22,19 @@ from .runner import DEFAULT_BATCH_SIZE
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 
 
-class DatafixGroup(ProcGroup):
-    """Adds exit code 3 for a held lock to procctl's error handling (configuration: 2)."""
+class DatafixGroup(click.Group):
+    """Exit code 3 for a held lock, 2 for a configuration error, each with a one-line message.
+
+    Not a ``proc.cli.ProcGroup`` subclass: ``python -m migrations`` must not import
+    ``proc.cli``, which imports this module to mount it.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except LockHeld as exc:
+        except (LockHeld, ConfigurationError) as exc:
             click.echo(f"Error: {exc}", err=True)
-            ctx.exit(EXIT_LOCKED)
+            ctx.exit(EXIT_LOCKED if isinstance(exc, LockHeld) else EXIT_USAGE)
 
 
 @click.group(name="datafix", cls=DatafixGroup)
