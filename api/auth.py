@@ -54,7 +54,7 @@ def check_request():
     if not request.path.startswith(PROTECTED_PREFIXES):
         return None
     g.actor = authenticate(current_app.config.get("PROC_API_TOKEN"))
-    if request.method not in SAFE_METHODS:
+    if request.method not in SAFE_METHODS and request.routing_exception is None:
         refuse_cross_site()
     return None
 

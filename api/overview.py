@@ -152,6 +152,9 @@ def explain(item: stuck.Stuck, view: broker.BrokerView | None) -> dict:
 def _explain_dispatched(item, view, queue: str, depth) -> tuple[str, str]:
     waiting = f"{depth} message{'' if depth == 1 else 's'} waiting"
     if view.workers is None:
+        if not depth:
+            return MESSAGE_LOST, (f"message lost (queue {queue!r} empty) and no worker answered the "
+                                  "inspect broadcast: redispatch it once a worker runs")
         return NO_CONSUMER, (f"no worker consumes queue {queue!r} ({waiting}); no worker answered "
                              "the inspect broadcast: start one, e.g. `procctl worker`")
     consumers = view.consumers(queue)

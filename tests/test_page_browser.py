@@ -1,0 +1,138 @@
+"""The check-status page in a real browser (Debian's chromium, headless, driven by selenium).
+
+The server runs in a thread of this process (werkzeug), so it shares the embedded
+database with the test. Saves a screenshot to artifacts/check-status.png.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from api_seed import seed
+from proc import admin, config, registry
+from proc.demo.models import Precheck, Upload
+from proc.status import LIFECYCLE, ProcessStatus as S
+from proc.timeutil import utcnow
+from support import require, wait_for
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+SCREENSHOT = Path(__file__).resolve().parent.parent / "artifacts" / "check-status.png"
+
+
+@pytest.fixture
+def browser():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        require("selenium is not installed (pip install -e '.[test]')")
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).exists():
+            require(f"{path} is missing (run scripts/install-system-deps)")
+    profile = tempfile.mkdtemp(prefix="proc-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1200"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def server():
+    from werkzeug.serving import make_server
+
+    from api import create_app
+
+    app = create_app({"PROC_INSPECT_TIMEOUT": 0.2, "PROC_REFRESH_SECONDS": 0.5, "PROC_API_TOKEN": None})
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, name="page-test-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join(10)
+
+
+def box_counts(driver) -> dict[str, int]:
+    """Status -> count as the page shows them (read in one script: the live part is replaced in place)."""
+    pairs = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.boxes .box')).map(function (b) {"
+        " return [b.getAttribute('data-status'), b.querySelector('.box-count').textContent.trim()]; });")
+    return {status: int(count) for status, count in pairs}
+
+
+def text(driver, selector: str) -> str:
+    return driver.execute_script("return document.querySelector(arguments[0]).innerText;", selector)
+
+
+def test_boxes_show_the_counts_and_change_in_place_when_processes_move(browser, server):
+    from selenium.webdriver.common.by import By
+
+    expected = {}
+    for n, status in enumerate(LIFECYCLE, start=1):
+        for _ in range(n):
+            seed(Precheck, status, age=40 * n)
+        expected[status.value] = n
+    stuck = seed(Upload, S.RUNNING, age=900, heartbeat=utcnow() - timedelta(seconds=600))
+    lost = seed(Precheck, S.DISPATCHED, age=1200)
+    expected["RUNNING"] += 1
+    expected["DISPATCHED"] += 1
+
+    browser.get(f"{server}/projects/admin/check-status/")
+    counts = box_counts(browser)
+    assert list(counts) == [s.value for s in LIFECYCLE]
+    assert counts == expected
+    assert "oldest" in text(browser, "#box-DISPATCHED .box-age")
+    assert "precheck.run" in text(browser, "#kinds")
+    assert "0/4 in use" in text(browser, "#kinds")
+    assert "Workers did not answer" in text(browser, "#workers")
+    attention = text(browser, "#attention")
+    assert "worker heartbeat lost" in attention and "message lost" in attention
+    assert str(lost)[-8:] in attention and str(stuck)[-8:] in attention
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOT))
+
+    # Processes move; the page follows without a reload (the marker survives).
+    browser.execute_script("window.__sameDocument = 'yes';")
+    config.configure(kind_settings={"precheck.run": {"queue": "browser-test-nobody"}})
+    registry.forget_settings()
+    fresh = Precheck(project_id="p", check="live")
+    fresh.save()
+    fresh.run()  # really published to the broker; no worker consumes that queue: it stays DISPATCHED
+    assert fresh.reload_status().process_status == "DISPATCHED"
+    admin.cancel("upload", stuck, by="test")
+    expected.update(READY=expected["READY"] + 1, DISPATCHED=expected["DISPATCHED"] + 1,
+                    RUNNING=expected["RUNNING"] - 1, FAILURE=expected["FAILURE"] + 1)
+    # A new document is READY until its process is called: the READY box gained it then lost it.
+    expected["READY"] -= 1
+    wait_for(lambda: box_counts(browser) == expected, timeout=15, message="the boxes to show the new counts")
+    assert browser.execute_script("return window.__sameDocument;") == "yes"
+    assert int(browser.find_element(By.ID, "live").get_attribute("data-refreshes")) >= 1
+
+    # A box lists its processes; a process shows its detail and history.
+    browser.find_element(By.CSS_SELECTOR, "#box-FAILURE").click()
+    wait_for(lambda: "/check-status/procs" in browser.current_url, timeout=10)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#proc-list tbody tr")
+    assert len(rows) == expected["FAILURE"]
+    assert "upload/" in rows[0].text  # the newest change first: the cancelled upload
+    rows[0].find_element(By.CSS_SELECTOR, "a").click()
+    wait_for(lambda: browser.find_elements(By.ID, "history"), timeout=10)
+    history = browser.find_element(By.ID, "history").text
+    assert "cancelled by test" in history
+    assert str(stuck) in browser.title
