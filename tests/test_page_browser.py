@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -53,20 +52,15 @@ def browser():
 
 
 @pytest.fixture
-def server():
-    from werkzeug.serving import make_server
+def server(monkeypatch):
+    """The demo's own page server (a werkzeug thread of this process), refreshing every 0.5 s."""
+    from proc.demo.run import serve_status_page
 
-    from api import create_app
-
-    app = create_app({"PROC_INSPECT_TIMEOUT": 0.2, "PROC_REFRESH_SECONDS": 0.5, "PROC_API_TOKEN": None})
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, name="page-test-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        thread.join(10)
+    monkeypatch.setenv("FLASK_PROC_REFRESH_SECONDS", "0.5")
+    monkeypatch.setenv("FLASK_PROC_INSPECT_TIMEOUT", "0.2")
+    with serve_status_page("127.0.0.1", 0) as url:
+        assert url is not None, "the api package is not importable"
+        yield url.split("/projects/")[0]
 
 
 def box_counts(driver) -> dict[str, int]:
