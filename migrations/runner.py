@@ -162,11 +162,13 @@ class Context:
     def rewrite(self, *, select: dict, backup, pipeline: list, rows: dict) -> None:
         """Migrate every document matching ``select``, batch by batch, in ``_id`` order.
 
-        Per batch: one query reads the ``backup`` fields of the next ``batch_size``
-        documents, one insert stores them in the backup collection, one pipeline
-        ``update_many`` rewrites them (filter: ``select`` within the batch's ``_id``
-        range), then the ledger records progress and the lock is renewed. ``rows``
-        (label -> filter) are counted in a dry run, which writes nothing.
+        Per batch: one query finds the next ``batch_size`` ``_id``s, one reads the
+        ``backup`` fields of the documents matching ``select`` in that ``_id`` range, one
+        insert stores them in the backup collection, one pipeline ``update_many`` (same
+        filter) rewrites them, then the ledger records progress and the lock is renewed:
+        five round trips. Reading the ``_id``s first keeps the sorted query light (the
+        embedded database copies every match of a sorted query before applying its limit).
+        ``rows`` (label -> filter) are counted in a dry run, which writes nothing.
         """
         self._selects.append(select)
         if self.dry_run:
@@ -179,11 +181,12 @@ class Context:
             coll = self.collection(name)
             rep = self.report.collection(name)
             self._progress.start(f"{self.revision} {name}", coll.count_documents(select))
-            for batch in keyset.walk(coll, select, batch_size=self.batch_size, projection=projection):
-                ids = [d["_id"] for d in batch]
+            for keys in keyset.walk(coll, select, batch_size=self.batch_size, projection={"_id": 1}):
+                in_batch = {"$and": [select, keyset.span([d["_id"] for d in keys])]}
+                batch = list(coll.find(in_batch, projection))
                 self._backups.save([Backups.record(self.revision, name, self.run_id, d, backup)
                                     for d in batch])
-                result = coll.update_many({"$and": [select, keyset.span(ids)]}, pipeline)
+                result = coll.update_many(in_batch, pipeline)
                 rep.matched += len(batch)
                 rep.migrated += result.modified_count
                 rep.skipped += max(0, len(batch) - result.modified_count)
