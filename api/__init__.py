@@ -21,7 +21,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         # Seconds a Celery inspect broadcast waits for workers to answer.
         PROC_INSPECT_TIMEOUT=0.5,
         # Seconds between two in-place refreshes of the check-status page.
-        PROC_REFRESH_SECONDS=3,
+        PROC_REFRESH_SECONDS=2,
         # Processes per page in lists (``limit`` default of /api/procs).
         PROC_PAGE_SIZE=50,
         # At most this many entries in the needs-attention list.

@@ -171,3 +171,11 @@ def test_procctl_serve_refuses_another_address_without_a_token_and_the_embedded_
     config.configure(api_token=TOKEN)
     result = runner.invoke(cli, ["serve", "--host", "0.0.0.0", "--dev"])
     assert result.exit_code == 2 and "embedded database" in result.output  # past the bind check
+
+
+def test_procctl_serve_configures_gunicorn_to_load_api_wsgi():
+    from api.cli import GunicornServer
+
+    server = GunicornServer({"bind": "127.0.0.1:8123", "workers": 3, "threads": 2, "worker_class": "gthread"})
+    assert server.cfg.bind == ["127.0.0.1:8123"]
+    assert server.cfg.workers == 3 and server.cfg.threads == 2
