@@ -133,3 +133,19 @@ def test_boxes_show_the_counts_and_change_in_place_when_processes_move(browser, 
     history = browser.find_element(By.ID, "history").text
     assert "cancelled by test" in history
     assert str(stuck) in browser.title
+
+
+def test_with_a_token_the_browser_signs_in_with_basic_auth_and_the_refresh_keeps_working(
+        browser, monkeypatch):
+    from proc.demo.run import serve_status_page
+
+    monkeypatch.setenv("FLASK_PROC_REFRESH_SECONDS", "0.5")
+    monkeypatch.setenv("FLASK_PROC_INSPECT_TIMEOUT", "0.2")
+    monkeypatch.setenv("FLASK_PROC_API_TOKEN", "browser-t0ken")
+    seed(Precheck, S.RUNNING)
+    with serve_status_page("127.0.0.1", 0) as url:
+        browser.get(url.replace("http://", "http://alice:browser-t0ken@"))
+        assert box_counts(browser)["RUNNING"] == 1
+        seed(Precheck, S.RUNNING)
+        wait_for(lambda: box_counts(browser)["RUNNING"] == 2, timeout=15, message="the refresh, signed in")
+        assert "browser-t0ken" not in browser.page_source

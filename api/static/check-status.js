@@ -5,7 +5,9 @@
   function refreshLive() {
     var live = document.getElementById("live");
     if (!live) return;
-    var url = live.getAttribute("data-refresh-url");
+    // Resolved against the origin, never the page URL: a page opened as http://user:token@host/
+    // carries credentials, and fetch() refuses URLs that do.
+    var url = new URL(live.getAttribute("data-refresh-url"), window.location.origin).href;
     var seconds = parseFloat(live.getAttribute("data-refresh-seconds")) || 3;
     var state = document.getElementById("refresh-state");
     var updated = document.getElementById("updated");
@@ -51,7 +53,7 @@
         var question = button.getAttribute("data-confirm");
         if (question && !window.confirm(question)) return;
         button.disabled = true;
-        fetch(button.getAttribute("data-action"), {
+        fetch(new URL(button.getAttribute("data-action"), window.location.origin).href, {
           method: "POST", credentials: "same-origin",
           headers: { "X-Proc-Request": "1", "Accept": "application/json" }
         })
