@@ -16,9 +16,16 @@ celeryconf.set_app(app)
 @signals.celeryd_init.connect
 def _check_before_start(sender=None, **_):
     """Runs only for a worker started by the ``celery worker`` command (not in-process ones)."""
-    from proc import startup
+    import sys
 
-    startup.check_worker_can_start()
+    from proc import startup
+    from proc.exceptions import ConfigurationError
+
+    try:
+        startup.check_worker_can_start()
+    except ConfigurationError as exc:  # Celery logs and swallows exceptions of signal handlers
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

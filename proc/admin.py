@@ -48,12 +48,12 @@ def reset(collection: str, id, *, by: str, force: bool = False) -> dict:
         _require_stuck(kind, raw, "reset")
     after = machine.transition(cls._get_collection(), raw["_id"], "reset", attempt=raw["attempt"],
                                set={"current_process_step": None, "deadline": None},
-                               note=f"reset by {by}", by=by, host=socket.gethostname())
+                               note=f"reset by {by}", by=by, host=socket.gethostname(), fetch=True)
     if after is None:
         raise TransitionConflict(f"{collection}/{id} changed while being reset; look again")
     if kind is not None:
         dispatch.release_slot(kind, raw["_id"], raw["attempt"])
-    children.notify_parent(after)
+    children.notify_parent(after.get("parent"))
     return after
 
 
@@ -77,7 +77,7 @@ def cancel(collection: str, id, *, by: str) -> dict:
         raise IllegalTransition(f"cannot cancel a process that is {raw.get('process_status')}")
     after = machine.transition(cls._get_collection(), raw["_id"], "fail", attempt=raw["attempt"],
                                errors=[f"cancelled by {by}"], note=f"cancelled by {by}", by=by,
-                               host=socket.gethostname())
+                               host=socket.gethostname(), fetch=True)
     if after is None:
         raise TransitionConflict(f"{collection}/{id} changed while being cancelled; look again")
     if raw.get("celery_task_id"):
@@ -87,5 +87,5 @@ def cancel(collection: str, id, *, by: str) -> dict:
             log.warning("could not revoke task %s: %s", raw["celery_task_id"], exc)
     if kind is not None:
         dispatch.release_slot(kind, raw["_id"], raw["attempt"])
-    children.notify_parent(after)
+    children.notify_parent(after.get("parent"))
     return after

@@ -100,7 +100,7 @@ def try_join(collection: str, id, attempt: int) -> str | None:
         return None
     host = socket.gethostname()
     raw = machine.transition(coll, id, "join", attempt=attempt, note="all child processes finished",
-                             host=host)
+                             host=host, fetch=True)
     if raw is None:
         return None  # another finishing child (or the monitor) won the join
     doc = cls._from_son(raw)
@@ -126,9 +126,8 @@ def outcome(kind, doc) -> tuple[list[str], list[str]]:
     return [summary], []
 
 
-def notify_parent(child_raw: dict) -> None:
-    """After a child finished: let its parent join if it was the last one."""
-    parent = child_raw.get("parent")
+def notify_parent(parent: dict | None) -> None:
+    """After a child finished: let its parent (``{collection, id, attempt}``) join if it was the last one."""
     if not parent:
         return
     try:

@@ -1,8 +1,7 @@
 """The database connection: one per process, reached only through ``connect()``.
 
 ``MONGODB_URI`` names the database. ``mongomock://host/dbname`` selects the embedded
-database (mongomock-ng), which lives inside this Python process: every client made for it
-shares one in-process store, so mongoengine, the API and in-process workers see the same data.
+database (mongomock-ng, see ``proc.embedded``), which lives inside this Python process.
 
 mongomock applies a conditional update as "find, then update by _id", so two threads can
 both win one race. ``atomic()`` serialises conditional writes on the embedded database so
@@ -19,7 +18,7 @@ import mongoengine
 from pymongo import WriteConcern
 from pymongo.database import Database
 
-from . import config
+from . import config, embedded
 from .exceptions import ConfigurationError
 from .redact import redact_url
 
@@ -28,27 +27,6 @@ ALIAS = "default"
 _lock = threading.Lock()
 _conditional_write_lock = threading.RLock()
 _state: dict = {"uri": None, "db": None, "embedded": False}
-
-
-def _embedded_client_class():
-    import mongomock_ng
-    from mongomock_ng.store import ServerStore
-
-    store = ServerStore()
-
-    class EmbeddedClient(mongomock_ng.MongoClient):
-        """Every instance shares this process's one store (one embedded server)."""
-
-        def __init__(self, *args, **kwargs):
-            kwargs.pop("_store", None)
-            for unsupported in ("w", "serverSelectionTimeoutMS", "connectTimeoutMS"):
-                kwargs.pop(unsupported, None)
-            super().__init__(*args, _store=store, **kwargs)
-
-    return EmbeddedClient
-
-
-_embedded_class = None
 
 
 def _database_name(uri: str, default: str = "proc") -> str:
@@ -62,37 +40,35 @@ def connect(uri: str | None = None) -> Database:
     Idempotent: a second call with the same URI returns the same database. A call with
     another URI reconnects mongoengine's default alias to it (tests, shells).
     """
-    global _embedded_class
     uri = uri or config.get().mongodb_uri
     with _lock:
         if _state["uri"] == uri:
             return _state["db"]
-        if _state["uri"] is not None:
-            mongoengine.disconnect(ALIAS)
-        name = _database_name(uri)
-        if uri.startswith("mongomock://"):
-            if _embedded_class is None:
-                _embedded_class = _embedded_client_class()
-            rest = uri[len("mongomock://"):]
-            host = "mongodb://" + (rest.split("/")[0] or "localhost")
-            client = mongoengine.connect(
-                db=name, host=host, alias=ALIAS, mongo_client_class=_embedded_class, tz_aware=False,
-                uuidRepresentation="standard",
-            )
-            embedded = True
-        elif uri.startswith(("mongodb://", "mongodb+srv://")):
-            client = mongoengine.connect(
-                host=uri, alias=ALIAS, tz_aware=False, serverSelectionTimeoutMS=5000,
-                uuidRepresentation="standard",
-            )
-            embedded = False
-        else:
+        if not uri.startswith(("mongomock://", "mongodb://", "mongodb+srv://")):
             raise ConfigurationError(
                 f"MONGODB_URI={redact_url(uri)!r} is not a MongoDB URI; use mongodb://host:27017/dbname "
                 f"(a real server) or {config.EMBEDDED_MONGODB_URI} (the embedded database)"
             )
+        if _state["uri"] is not None:
+            mongoengine.disconnect(ALIAS)
+            _state.update(uri=None, db=None, embedded=False)
+        name = _database_name(uri)
+        if uri.startswith("mongomock://"):
+            rest = uri[len("mongomock://"):]
+            host = "mongodb://" + (rest.split("/")[0] or "localhost")
+            client = mongoengine.connect(
+                db=name, host=host, alias=ALIAS, mongo_client_class=embedded.client_class(),
+                tz_aware=False, uuidRepresentation="standard",
+            )
+            is_mock = True
+        else:
+            client = mongoengine.connect(
+                host=uri, alias=ALIAS, tz_aware=False, serverSelectionTimeoutMS=5000,
+                uuidRepresentation="standard",
+            )
+            is_mock = False
         db = client.get_database(name)
-        _state.update(uri=uri, db=db, embedded=embedded)
+        _state.update(uri=uri, db=db, embedded=is_mock)
         _forget_cached_collections()
         return db
 

@@ -83,11 +83,13 @@ def parent_key(collection: str, id, attempt: int) -> str:
     return f"{collection}/{json_util.dumps(id)}/{attempt}"
 
 
-def send(kind, raw: dict, *, have_slot: bool = False) -> dict | None:
+def send(kind, raw: dict, *, have_slot: bool = False, note: str | None = None,
+         by: str | None = None) -> dict | None:
     """Take a slot (if the kind is limited) and publish the message of a PENDING process.
 
     Returns the document after the DISPATCHED write, or None when it is held by the limit,
-    was already being sent by another caller, or a worker overtook the write.
+    was already being sent by another caller, or a worker overtook the write. Once the
+    message is out, the attempt's monitor check is scheduled at its deadline (``proc.monitor``).
     """
     coll = kind.cls._get_collection()
     attempt = raw["attempt"]
@@ -112,17 +114,31 @@ def send(kind, raw: dict, *, have_slot: bool = False) -> dict | None:
         machine.update_fields(coll, raw["_id"], attempt=attempt, statuses=[S.PENDING],
                               set={"current_process_step": str(exc)})
         raise
-    fields = {"deadline": deadline(kind, raw)}
+    due = deadline(kind, raw)
+    fields = {"deadline": due}
     if raw.get("current_process_step"):
         fields["current_process_step"] = None
-    return machine.transition(coll, raw["_id"], "dispatched", attempt=attempt, set=fields)
+    after = machine.transition(coll, raw["_id"], "dispatched", attempt=attempt, set=fields,
+                               note=note, by=by)
+    if after is None:
+        # A worker overtook the write: the attempt still needs its deadline.
+        with db.atomic():
+            coll.update_one({"_id": raw["_id"], "attempt": attempt, "deadline": None,
+                             "process_status": {"$in": sorted(st.value for st in PROCESSING)}},
+                            {"$set": {"deadline": due}})
+    from . import monitor
+
+    monitor.schedule(kind, dict(raw, deadline=due))
+    return after
 
 
 def deadline(kind, raw: dict):
     """When this attempt should have finished: dispatch time + the kind's expected duration."""
     expected = kind.settings.expected_duration
     if callable(expected):
-        seconds = kind.settings.expected_seconds(kind.cls._from_son(raw))
+        # ``raw`` may be a projection (pump): the function needs the whole document.
+        full = kind.cls._get_collection().find_one({"_id": raw["_id"]}) or raw
+        seconds = kind.settings.expected_seconds(kind.cls._from_son(full))
     else:
         seconds = float(expected)
     return utcnow() + timedelta(seconds=seconds)
@@ -194,7 +210,7 @@ def release_slot(kind, id, attempt: int) -> None:
 
 
 def redispatch(doc_or_raw, kind, *, note: str, by: str | None = None, warnings=(),
-               sources=None) -> dict | None:
+               sources=None, extra_filter: dict | None = None) -> dict | None:
     """Send a stuck or failed process again as a new attempt (monitor and admin)."""
     raw = doc_or_raw if isinstance(doc_or_raw, dict) else doc_or_raw.to_mongo().to_dict()
     coll = kind.cls._get_collection()
@@ -203,7 +219,8 @@ def redispatch(doc_or_raw, kind, *, note: str, by: str | None = None, warnings=(
         coll, raw["_id"], "redispatch", attempt=old_attempt, sources=sources,
         set={"celery_task_id": str(uuid.uuid4()), "worker_hostname": None, "heartbeat": None,
              "current_process_step": None, "complete_time": None, "deadline": None},
-        warnings=warnings, note=note, by=by, host=socket.gethostname())
+        warnings=warnings, note=note, by=by, host=socket.gethostname(), extra_filter=extra_filter,
+        fetch=True)
     if after is None:
         return None
     if kind.settings.limit:

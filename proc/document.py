@@ -98,12 +98,13 @@ class Proc(Document):
                            "deadline", "child_collections")
 
     def _apply_raw(self, raw: dict) -> None:
-        """Take the values of a document returned by a status write, without marking changes."""
-        fresh = type(self)._from_son(raw)
-        for name in self._fields:
-            if name in raw or self._fields[name].db_field in raw:
-                self._data[name] = fresh._data.get(name)
-        self._clear_changed_fields()
+        """Take the values a status write returned (raw MongoDB fields), without marking changes."""
+        by_db_field = self._reverse_db_field_map
+        for key, value in raw.items():
+            name = by_db_field.get(key, key)
+            field = self._fields.get(name)
+            if field is not None:
+                self._data[name] = None if value is None else field.to_python(value)
 
     # -- progress -----------------------------------------------------------------------
 

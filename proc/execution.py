@@ -14,7 +14,7 @@ import traceback
 
 from bson import json_util
 
-from . import children, dispatch, heartbeat, machine, registry
+from . import children, dispatch, heartbeat, machine, monitor, registry
 from .exceptions import ProcessFailure
 from .status import ProcessStatus as S
 from .timeutil import utcnow
@@ -32,7 +32,7 @@ def run_message(collection: str, id_json: str, method: str, args, kwargs, attemp
     coll = cls._get_collection()
     raw = machine.transition(coll, pk, "claim", attempt=attempt,
                              set={"worker_hostname": host, "heartbeat": utcnow()},
-                             note=f"{method} started", host=host)
+                             note=f"{method} started", host=host, fetch=True)
     if raw is None:
         log.info("ignored message for %s %s attempt %s: already claimed, finished or superseded",
                  kind.name, pk, attempt)
@@ -44,7 +44,9 @@ def run_message(collection: str, id_json: str, method: str, args, kwargs, attemp
 def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
     """Run ``call`` for the RUNNING ``doc`` and write how it ended. Returns the final status."""
     coll = doc._get_collection()
-    beat = heartbeat.start(coll, doc.pk, doc.attempt)
+    if joining:  # the join's WAITING -> RUNNING flip wrote no heartbeat and no new deadline
+        _refresh_for_join(kind, doc, coll)
+    beat = heartbeat.start(coll, doc.pk, doc.attempt, host)
     children.begin(doc)
     errors: list[str] = []
     try:
@@ -83,8 +85,17 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
         return _superseded(kind, doc)
     if not joining:
         dispatch.release_slot(kind, doc.pk, doc.attempt)
-    children.notify_parent(after)
+    monitor.forget(doc.celery_task_id)  # its pending check would find it finished anyway
+    children.notify_parent(doc.parent)
     return after["process_status"]
+
+
+def _refresh_for_join(kind, doc, coll) -> None:
+    """Give a join a fresh heartbeat and, if the deadline has passed, the kind's expected duration."""
+    fields = {"heartbeat": utcnow()}
+    if doc.deadline is None or doc.deadline < fields["heartbeat"]:
+        fields["deadline"] = dispatch.deadline(kind, doc.to_mongo().to_dict())
+    machine.update_fields(coll, doc.pk, attempt=doc.attempt, statuses=[S.RUNNING], set=fields)
 
 
 def _superseded(kind, doc) -> str:

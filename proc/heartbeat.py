@@ -6,6 +6,12 @@ the same write: at most one write per interval per process. A worker that dies s
 heartbeating (the monitor notices); a method hung inside a live worker keeps
 heartbeating (``expected_duration`` guards that case). Writes are conditional on the
 attempt and RUNNING, so a superseded attempt's heartbeat changes nothing.
+
+Each beat belongs to the worker (Celery node name) that runs it. A worker process that
+dies takes the heartbeat thread with it; an in-process worker that is torn down while
+its method is still blocked (tests) is "killed" with ``stop_worker(hostname)``, which
+stops every beat of that worker for good, including step writes of its still-running
+methods.
 """
 from __future__ import annotations
 
@@ -25,11 +31,13 @@ _UNSET = object()
 class Beat:
     """The heartbeat of one attempt of one process, run by the thread that runs it."""
 
-    def __init__(self, collection, id, attempt: int, interval: float):
+    def __init__(self, collection, id, attempt: int, interval: float, host: str | None = None):
         self.collection = collection
         self.id = id
         self.attempt = attempt
         self.interval = interval
+        self.host = host
+        self.stopped = False
         self.last_write = time.monotonic()  # the RUNNING claim wrote the first heartbeat
         self.pending_step = _UNSET
         self.superseded = False
@@ -41,6 +49,8 @@ class Beat:
 
     def write(self, step=_UNSET) -> None:
         with self.lock:
+            if self.stopped:
+                return
             if step is not _UNSET:
                 self.pending_step = step
             fields = {"heartbeat": utcnow()}
@@ -60,8 +70,9 @@ class Beat:
             self.write(step)
         else:
             with self.lock:
-                self.pending_step = step
-            _wake.set()
+                if self.stopped:
+                    return
+                self.pending_step = step  # the thread already wakes at this beat's due time
 
     def take_pending_step(self):
         """The step not yet written (for the final status write), or ``_UNSET``."""
@@ -74,6 +85,7 @@ _beats: dict[int, Beat] = {}
 _beats_lock = threading.Lock()
 _local = threading.local()
 _wake = threading.Event()
+_planned_wake = [0.0]  # when the thread will look next (monotonic)
 _thread: threading.Thread | None = None
 
 
@@ -90,21 +102,23 @@ def _run() -> None:
                 except Exception:  # the DB may be briefly away; try at the next interval
                     log.exception("heartbeat of %s/%s failed", beat.collection.name, beat.id)
             next_due = min(next_due, beat.due)
+        _planned_wake[0] = next_due
         _wake.wait(timeout=max(0.01, next_due - time.monotonic()))
         _wake.clear()
 
 
-def start(collection, id, attempt: int) -> Beat:
-    """Begin heartbeating one process in the calling thread."""
+def start(collection, id, attempt: int, host: str | None = None) -> Beat:
+    """Begin heartbeating one process in the calling thread, on behalf of worker ``host``."""
     global _thread
-    beat = Beat(collection, id, attempt, config.get().heartbeat_interval)
+    beat = Beat(collection, id, attempt, config.get().heartbeat_interval, host)
     with _beats_lock:
         _beats[_key(beat)] = beat
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_run, name="proc-heartbeat", daemon=True)
             _thread.start()
     _local.beat = beat
-    _wake.set()
+    if beat.due < _planned_wake[0]:  # due before the thread looks again: wake it
+        _wake.set()
     return beat
 
 
@@ -115,6 +129,8 @@ def _key(beat: Beat) -> int:
 def stop(beat: Beat) -> None:
     with _beats_lock:
         _beats.pop(_key(beat), None)
+    with beat.lock:
+        beat.stopped = True
     if getattr(_local, "beat", None) is beat:
         _local.beat = None
 
@@ -133,7 +149,35 @@ def touch(doc, step) -> bool:
     return True
 
 
-def stop_all() -> None:
-    """Forget every beat (a torn-down worker stops heartbeating its processes)."""
+def stop_worker(host: str) -> int:
+    """Stop every beat of worker ``host`` for good (its process died, or it was torn down).
+
+    Returns how many beats were stopped. The methods those beats belonged to may still be
+    running in this process; they no longer write heartbeats or steps.
+    """
     with _beats_lock:
+        gone = [k for k, b in _beats.items() if b.host == host]
+        beats = [_beats.pop(k) for k in gone]
+    for beat in beats:
+        with beat.lock:
+            beat.stopped = True
+            beat.pending_step = _UNSET
+    if beats:
+        log.warning("stopped the heartbeats of %d process(es) of worker %s", len(beats), host)
+    return len(beats)
+
+
+def active() -> list[Beat]:
+    """The beats being kept now (for tests and diagnostics)."""
+    with _beats_lock:
+        return list(_beats.values())
+
+
+def stop_all() -> None:
+    """Stop every beat (tests: a fresh start for the next test)."""
+    with _beats_lock:
+        beats = list(_beats.values())
         _beats.clear()
+    for beat in beats:
+        with beat.lock:
+            beat.stopped = True

@@ -76,10 +76,12 @@ class Transition:
     id: Any
     event: str
     source: S | None
+    """The status before, when known (always for fetched writes and single-source ones)."""
     target: S
     attempt: int
     note: str | None
     document: dict
+    """The document after the write (whole when fetched, else the fields it set)."""
 
 
 #: Callables run after every successful transition in this process (the demo prints them).
@@ -113,14 +115,18 @@ def transition(
     host: str | None = None,
     by: str | None = None,
     extra_filter: dict | None = None,
+    fetch: bool = False,
 ) -> dict | None:
     """Apply ``event`` to the document ``id`` of the pymongo ``collection``, atomically.
 
     Only a document whose status is one of ``sources`` (default: all the rule's sources)
-    and whose ``attempt`` equals ``attempt`` is changed. Returns the document after the
-    write, or ``None`` when no document matched (lost race, stale attempt, gone).
-    ``errors``/``warnings`` are appended (capped); ``set``/``unset`` change other fields
-    in the same write. A ``new_attempt`` event increments ``attempt``.
+    and whose ``attempt`` equals ``attempt`` is changed. Returns ``None`` when no document
+    matched (lost race, stale attempt, gone). Otherwise, with ``fetch=True``, the whole
+    document after the write (one ``find_one_and_update`` returning the pre-image, to which
+    this write's changes are applied here: the result is exactly what the server stored);
+    with ``fetch=False`` (one ``update_one``), only ``_id``, ``attempt`` and the fields
+    this write set. ``errors``/``warnings`` are appended (capped); ``set``/``unset``
+    change other fields in the same write. A ``new_attempt`` event increments ``attempt``.
     """
     r = rule(event)
     src = frozenset(S(s) for s in (sources if sources is not None else r.sources))
@@ -130,6 +136,7 @@ def transition(
             f"{event}: {', '.join(illegal) or 'no source'} -> {r.target.value} is not allowed; "
             f"allowed sources: {', '.join(sorted(s.value for s in r.sources))}"
         )
+    settings = config.get()
     now = utcnow()
     new_attempt = attempt + 1 if r.new_attempt else attempt
     entry = {"status": r.target.value, "event": event, "time": now, "attempt": new_attempt,
@@ -140,15 +147,15 @@ def transition(
     fields.update(process_status=r.target.value, last_status_change=now)
     if r.target in COMPLETED:
         fields["complete_time"] = now
+    pushes = {"history": ([entry], settings.history_limit)}
+    if errors:
+        pushes["errors"] = ([str(e) for e in errors], settings.messages_limit)
+    if warnings:
+        pushes["warnings"] = ([str(w) for w in warnings], settings.messages_limit)
     update: dict = {
         "$set": fields,
-        "$push": {"history": {"$each": [entry], "$slice": -config.get().history_limit}},
+        "$push": {name: {"$each": values, "$slice": -cap} for name, (values, cap) in pushes.items()},
     }
-    errors, warnings = list(errors), list(warnings)
-    if errors:
-        update["$push"]["errors"] = capped_push(errors)
-    if warnings:
-        update["$push"]["warnings"] = capped_push(warnings)
     if r.new_attempt:
         update["$inc"] = {"attempt": 1}
     unset = [u for u in unset if u not in fields]
@@ -160,15 +167,28 @@ def transition(
         query.update(extra_filter)
     coll = db.status_collection(collection)
     with db.atomic():
-        after = coll.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
-    if after is None:
+        if fetch:
+            before = coll.find_one_and_update(query, update, return_document=ReturnDocument.BEFORE)
+            matched = before is not None
+        else:
+            before = None
+            matched = coll.update_one(query, update).matched_count == 1
+    if not matched:
         log.info("%s %s/%s (attempt %s): no change, the document is not in %s at that attempt",
                  event, collection.name, id, attempt, "/".join(sorted(s.value for s in src)))
         return None
-    history = after.get("history") or []
-    source = None
-    if len(history) >= 2:
-        source = S(history[-2]["status"]) if history[-2].get("status") in S.__members__ else None
+    if before is not None:
+        after = dict(before)
+        for name, (values, cap) in pushes.items():
+            after[name] = (list(before.get(name) or []) + values)[-cap:]
+        for name in unset:
+            after.pop(name, None)
+        source = S(before["process_status"])
+    else:
+        after = {"_id": id}
+        source = next(iter(src)) if len(src) == 1 else None
+    after.update(fields)
+    after["attempt"] = new_attempt
     t = Transition(collection.name, id, event, source, r.target, new_attempt, note, after)
     for listener in list(listeners):
         try:

@@ -3,23 +3,35 @@
 A process needs attention when it has been in an active state longer than its kind's
 thresholds (``proc.settings``):
 
-===================  ==========================================  =========================
-status               condition                                    reason
-===================  ==========================================  =========================
-PENDING              longer than ``queue_timeout``                held by the limit /
-                                                                  broker unreachable /
-                                                                  never handed to the broker
-DISPATCHED           longer than ``queue_timeout``                not started by any worker
+===================  =============================================  ==========================
+status               condition                                      reason
+===================  =============================================  ==========================
+PENDING              longer than ``queue_timeout``                  held by the limit /
+                                                                    broker unreachable /
+                                                                    never handed to the broker
+DISPATCHED           longer than ``queue_timeout``, or past         not started by any worker
+                     ``deadline``
 RUNNING              ``heartbeat`` older than ``heartbeat_timeout``  worker heartbeat lost
-RUNNING              past ``deadline`` (dispatch + expected)      overran expected duration
-WAITING_FOR_RESULT   every child finished                         join never ran
-WAITING_FOR_RESULT   past ``deadline``, children still running    children overran
-===================  ==========================================  =========================
+RUNNING              past ``deadline`` (dispatch + expected),       overran expected duration
+                     heartbeat fresh
+WAITING_FOR_RESULT   every child finished (past ``deadline``, or    join never ran
+                     when asked about this one process)
+WAITING_FOR_RESULT   past ``deadline``, children still running      children overran
+===================  =============================================  ==========================
 
-Each condition is one indexed query per collection ((process_status, last_status_change),
-(process_status, heartbeat) or (process_status, deadline)) using the smallest threshold of
-the collection's kinds, so only candidates come back, never the whole collection; each
-candidate is then checked against its own kind's threshold.
+``find()`` issues, per collection, one indexed query per condition, each returning only
+processes past their threshold (never the whole collection, never healthy ones):
+
+- PENDING/DISPATCHED with ``last_status_change`` older than ``queue_timeout``: index
+  (process_status, last_status_change);
+- RUNNING with ``heartbeat`` older than ``heartbeat_timeout``: index (process_status, heartbeat);
+- DISPATCHED/RUNNING/WAITING_FOR_RESULT past ``deadline``: index (process_status, deadline).
+
+When the kinds of a collection have different thresholds, the first two are issued once
+per distinct threshold, limited to those kinds' methods (``current_process``). A waiting
+parent whose join was lost is found at its deadline (a parent's ``expected_duration``
+covers its children); ``diagnose()`` of one waiting process reports it as soon as its
+children have all finished.
 """
 from __future__ import annotations
 
@@ -89,9 +101,57 @@ def _kinds_by_collection() -> dict[str, list]:
     return by
 
 
+#: Which index each query of ``find()`` is meant to use on a real server.
+INDEX_BY_FIELD = {"last_status_change": ("process_status", "last_status_change"),
+                  "heartbeat": ("process_status", "heartbeat"),
+                  "deadline": ("process_status", "deadline")}
+
+
+def _by_threshold(kinds, setting: str) -> list[tuple[float, list]]:
+    """[(threshold, methods)] for the kinds of one collection, one entry per distinct value."""
+    groups: dict[float, list] = {}
+    for k in kinds:
+        groups.setdefault(float(getattr(k.settings, setting)), []).append(k.method)
+    return sorted(groups.items())
+
+
+def queries_for(kinds, now: datetime) -> list[dict]:
+    """The filters ``find()`` issues for one collection whose kinds are ``kinds``."""
+    split = len({k.settings.queue_timeout for k in kinds}) > 1
+    out = []
+    for seconds, methods in _by_threshold(kinds, "queue_timeout"):
+        q = {"process_status": {"$in": [S.PENDING.value, S.DISPATCHED.value]},
+             "last_status_change": {"$lt": now - timedelta(seconds=seconds)}}
+        if split:
+            q["current_process"] = {"$in": methods}
+        out.append(q)
+    split = len({k.settings.heartbeat_timeout for k in kinds}) > 1
+    for seconds, methods in _by_threshold(kinds, "heartbeat_timeout"):
+        q = {"process_status": S.RUNNING.value, "heartbeat": {"$lt": now - timedelta(seconds=seconds)}}
+        if split:
+            q["current_process"] = {"$in": methods}
+        out.append(q)
+    out.append({"process_status": {"$in": [S.DISPATCHED.value, S.RUNNING.value,
+                                           S.WAITING_FOR_RESULT.value]},
+                "deadline": {"$lt": now}})
+    return out
+
+
+def index_for(query: dict) -> tuple[str, str]:
+    """The compound index a ``find()`` query is meant to use."""
+    for name, index in INDEX_BY_FIELD.items():
+        if name in query:
+            return index
+    raise ValueError(f"not a find() query: {query}")
+
+
 def find(now: datetime | None = None, *, collections=None, limit: int = 1000,
-         query_log: list | None = None) -> list[Stuck]:
-    """Every process that needs attention now (at most ``limit`` per query)."""
+         query_log: list | None = None, explain: list | None = None) -> list[Stuck]:
+    """Every process that needs attention now (at most ``limit`` per query).
+
+    ``query_log`` receives ``(collection, filter)`` per query issued; ``explain`` receives a
+    dict per query: collection, filter, the index it is meant to use, documents returned.
+    """
     now = now or utcnow()
     found: list[Stuck] = []
     usage = limits.usage()
@@ -100,23 +160,13 @@ def find(now: datetime | None = None, *, collections=None, limit: int = 1000,
             continue
         by_method = {k.method: k for k in kinds}
         coll = kinds[0].cls._get_collection()
-        queue_cut = now - timedelta(seconds=min(k.settings.queue_timeout for k in kinds))
-        beat_cut = now - timedelta(seconds=min(k.settings.heartbeat_timeout for k in kinds))
-        queries = [
-            {"process_status": {"$in": [S.PENDING.value, S.DISPATCHED.value]},
-             "last_status_change": {"$lt": queue_cut}},
-            {"process_status": S.RUNNING.value, "heartbeat": {"$lt": beat_cut}},
-            {"process_status": {"$in": [S.RUNNING.value, S.WAITING_FOR_RESULT.value]},
-             "deadline": {"$lt": now}},
-            # Waiting parents: the join check needs their children counted, so every waiting
-            # parent older than the smallest queue timeout is a candidate.
-            {"process_status": S.WAITING_FOR_RESULT.value, "last_status_change": {"$lt": queue_cut}},
-        ]
         seen = set()
-        for query in queries:
+        for query in queries_for(kinds, now):
             if query_log is not None:
                 query_log.append((collection, query))
+            returned = 0
             for raw in coll.find(query, PROJECTION).limit(limit):
+                returned += 1
                 if raw["_id"] in seen:
                     continue
                 kind = by_method.get(raw.get("current_process"))
@@ -126,6 +176,9 @@ def find(now: datetime | None = None, *, collections=None, limit: int = 1000,
                 if verdict is not None:
                     seen.add(raw["_id"])
                     found.append(Stuck(kind, raw, *verdict))
+            if explain is not None:
+                explain.append({"collection": collection, "filter": query, "index": index_for(query),
+                                "returned": returned})
     return found
 
 
@@ -142,7 +195,8 @@ def diagnose(kind, raw: dict, now: datetime, usage: dict | None = None) -> tuple
             return HELD_BY_LIMIT, (f"waiting {format_age(in_state)} for a slot: "
                                    f"{usage.get(kind.name, 0)}/{s.limit} in use")
         return NOT_SENT, f"PENDING for {format_age(in_state)} without reaching the broker"
-    if status == S.DISPATCHED.value and in_state > s.queue_timeout:
+    past_deadline = raw.get("deadline") is not None and raw["deadline"] < now
+    if status == S.DISPATCHED.value and (in_state > s.queue_timeout or past_deadline):
         return NOT_STARTED, (f"DISPATCHED for {format_age(in_state)} (queue timeout "
                              f"{format_age(s.queue_timeout)}): no worker consumes queue "
                              f"{s.queue!r}, or the message was lost")
@@ -151,15 +205,15 @@ def diagnose(kind, raw: dict, now: datetime, usage: dict | None = None) -> tuple
         if beat_age is not None and beat_age > s.heartbeat_timeout:
             return HEARTBEAT_LOST, (f"worker heartbeat lost after {int(beat_age)} s on host "
                                     f"{raw.get('worker_hostname') or '?'}")
-        if raw.get("deadline") and raw["deadline"] < now:
+        if past_deadline:
             return OVERRAN, (f"running past its expected duration ({format_age(age_seconds(raw['deadline'], now))} "
                              f"over) on host {raw.get('worker_hostname') or '?'}, heartbeat fresh")
     if status == S.WAITING_FOR_RESULT.value:
         parent = dict(raw, _cls_collection=kind.collection)
         running = children.count_children(parent, PROCESSING_VALUES)
-        if running == 0 and in_state > min(s.queue_timeout, s.heartbeat_timeout):
+        if running == 0 and (past_deadline or in_state > min(s.queue_timeout, s.heartbeat_timeout)):
             return JOIN_LOST, "every child finished but the join never ran"
-        if raw.get("deadline") and raw["deadline"] < now and running:
+        if past_deadline and running:
             return CHILDREN_OVERRAN, (f"{running} child process(es) still running "
                                       f"{format_age(age_seconds(raw['deadline'], now))} past the deadline")
     return None

@@ -1,13 +1,73 @@
-"""The Celery tasks of proc. Thin: the work is in ``proc.execution``."""
+"""The Celery tasks of proc. Thin: the work is in ``proc.execution`` and ``proc.monitor``."""
 from __future__ import annotations
 
-from celery import shared_task
+import logging
+import threading
 
-from . import execution
+from bson import json_util
+from celery import shared_task, signals
+
+from . import execution, heartbeat, monitor
+
+RUN_TASK = "proc.run"
+
+# The node name of the worker that received each proc.run message, by task id. Celery's
+# thread pool reports the machine's hostname as ``request.hostname``, not the worker's node
+# name; heartbeats are kept per worker (``heartbeat.stop_worker``), so the run task needs it.
+_received: dict[str, str] = {}
+_received_lock = threading.Lock()
+_RECEIVED_MAX = 10000
 
 
-@shared_task(name="proc.run", bind=True, acks_late=True, ignore_result=True)
+@signals.task_received.connect(weak=False)
+def _remember_worker(sender=None, request=None, **_):
+    if request is None or getattr(request, "name", None) != RUN_TASK:
+        return
+    with _received_lock:
+        if len(_received) >= _RECEIVED_MAX:  # messages received but never run (worker stopped)
+            _received.clear()
+        _received[request.id] = getattr(sender, "hostname", None) or request.hostname
+
+
+@shared_task(name=RUN_TASK, bind=True, acks_late=True, ignore_result=True)
 def run(self, collection, id_json, method, args, kwargs, attempt):
     """Run one attempt of one process (the only task proc sends for processes)."""
+    with _received_lock:
+        host = _received.pop(self.request.id, None)
     return execution.run_message(collection, id_json, method, args, kwargs, attempt,
-                                 hostname=self.request.hostname)
+                                 hostname=host or self.request.hostname)
+
+
+@shared_task(name=monitor.CHECK_TASK, bind=True, acks_late=True, ignore_result=True)
+def monitor_check(self, collection, id_json, attempt):
+    """The per-process check of one attempt (scheduled at its deadline; see ``proc.monitor``)."""
+    return monitor.check(collection, json_util.loads(id_json), attempt, app=self.app).action
+
+
+@shared_task(name=monitor.SWEEP_TASK, ignore_result=True)
+def monitor_sweep():
+    """One sweep of the monitor (Celery beat runs it; see ``proc.celeryconf.beat_schedule``)."""
+    report = monitor.sweep()
+    for line in report.lines():
+        monitor.log.info("%s", line)
+    return len(report.outcomes)
+
+
+@signals.worker_shutdown.connect(weak=False)
+def _stop_heartbeats(sender=None, **_):
+    """A worker that stopped heartbeats none of its processes any more."""
+    hostname = getattr(sender, "hostname", None)
+    if hostname:
+        heartbeat.stop_worker(hostname)
+
+
+class _NoBackendRevokeNoise(logging.Filter):
+    """Workers without a result backend log a warning for every revoke; proc revokes the
+    pending monitor check of every finished process, and has no result backend by design."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg.startswith("Failed to mark task %s as revoked in backend")
+                    and record.args and str(record.args[0]).endswith("-monitor"))
+
+
+logging.getLogger("celery.worker.control").addFilter(_NoBackendRevokeNoise())

@@ -70,14 +70,39 @@ def celery_test_app(redis_url):
     app.close()
 
 
+class SessionWorker:
+    """One in-process worker shared by the tests, started again if a test stopped it
+    (Celery's own ``start_worker`` teardown stops every in-process worker)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.context = None
+        self.worker = None
+
+    def ensure(self):
+        from proc.inprocess import in_process_worker, is_running
+
+        if self.worker is None or not is_running(self.worker):
+            self.close()
+            self.context = in_process_worker(self.app, concurrency=8)
+            self.worker = self.context.__enter__()
+        return self.worker
+
+    def close(self):
+        context, self.context, self.worker = self.context, None, None
+        if context is not None:
+            try:
+                context.__exit__(None, None, None)
+            except RuntimeError:  # it had been stopped already
+                pass
+
+
 @pytest.fixture(scope="session")
 def session_worker(celery_test_app):
-    from celery.contrib.testing.worker import start_worker
-
     logging.getLogger("celery").setLevel(logging.WARNING)
-    with start_worker(celery_test_app, pool="threads", concurrency=8, perform_ping_check=False,
-                      shutdown_timeout=30, loglevel="WARNING") as worker:
-        yield worker
+    workers = SessionWorker(celery_test_app)
+    yield workers
+    workers.close()
 
 
 @pytest.fixture
@@ -91,4 +116,4 @@ def app(celery_test_app):
 @pytest.fixture
 def worker(app, session_worker):
     """A real Celery worker in this process (thread pool) on the real Redis broker."""
-    yield session_worker
+    yield session_worker.ensure()

@@ -48,7 +48,8 @@ def test_a_transition_is_one_conditional_write_that_appends_history():
     job = _saved_job()
     coll = Job._get_collection()
     after = machine.transition(coll, job.pk, "request", attempt=0, note="called", host="h1",
-                               set={"current_process": "noop"})
+                               set={"current_process": "noop"}, fetch=True)
+    assert after == coll.find_one({"_id": job.pk})  # the derived post-image is what was stored
     assert after["process_status"] == "PENDING"
     assert after["attempt"] == 1
     assert after["current_process"] == "noop"
@@ -56,6 +57,9 @@ def test_a_transition_is_one_conditional_write_that_appends_history():
     assert entry["status"] == "PENDING" and entry["attempt"] == 1 and entry["host"] == "h1"
     assert entry["note"] == "called" and entry["event"] == "request"
     assert after["last_status_change"] == entry["time"]
+    lean = machine.transition(coll, job.pk, "dispatched", attempt=1, set={"deadline": None})
+    assert lean["process_status"] == "DISPATCHED" and lean["attempt"] == 1 and "history" not in lean
+    assert coll.find_one({"_id": job.pk})["history"][-1]["status"] == "DISPATCHED"
 
 
 def test_a_write_for_another_status_or_attempt_changes_nothing():
@@ -134,8 +138,8 @@ def test_errors_are_capped_newest_kept():
     job = _saved_job()
     coll = Job._get_collection()
     machine.transition(coll, job.pk, "request", attempt=0)
-    machine.transition(coll, job.pk, "fail", attempt=1, errors=["a", "b", "c"])
-    assert coll.find_one({"_id": job.pk})["errors"] == ["b", "c"]
+    after = machine.transition(coll, job.pk, "fail", attempt=1, errors=["a", "b", "c"], fetch=True)
+    assert after["errors"] == ["b", "c"] == coll.find_one({"_id": job.pk})["errors"]
 
 
 def test_new_documents_take_any_status_saved_ones_change_only_through_the_machine():

@@ -9,20 +9,11 @@ import threading
 import time
 
 from .. import celeryconf, config, db, machine, registry
+from ..inprocess import in_process_worker
 from ..redact import redact_url
 from ..status import LIFECYCLE
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def in_process_worker(app, concurrency: int = 4):
-    """A real Celery worker running in threads of this process."""
-    from celery.contrib.testing.worker import start_worker
-
-    with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False,
-                      shutdown_timeout=30, loglevel="WARNING") as worker:
-        yield worker
 
 
 @contextlib.contextmanager

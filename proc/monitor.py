@@ -1,0 +1,468 @@
+"""The monitor: nothing stays PENDING, DISPATCHED, RUNNING or WAITING_FOR_RESULT forever.
+
+Celery alone loses track of work (a worker killed mid-task, a message lost with the
+broker, a join that never ran). Two mechanisms catch it, both built on the same
+detection as the check-status page (``proc.stuck.diagnose``):
+
+- **Per-process check** (Celery task ``proc.monitor_check``): scheduled when a process is
+  DISPATCHED, to fire at its deadline (dispatch time + expected duration). When it fires:
+  a finished process, or one a newer attempt replaced, is left alone; a process that is
+  still alive (fresh heartbeat, children still running, or simply not yet due) is checked
+  again later; a stuck one gets its kind's recovery policy. When a process finishes its
+  pending check is revoked, but correctness never depends on that: every check starts by
+  re-reading the document, and every recovery is a conditional state-machine write, so a
+  duplicate, late or unrevoked check is harmless.
+- **Sweep** (``sweep()``; Celery beat task ``proc.monitor_sweep``; ``procctl monitor``): a
+  backstop for checks lost with the broker. It sends held PENDING processes of limited
+  kinds while slots are free, finds stuck processes with indexed queries
+  (``proc.stuck.find``) and recovers each.
+
+Recovery (``recover``), per reason and the kind's ``recovery`` policy:
+
+=======================  ==========================  ==========================  ====================
+reason                   fail                        retry                       alert
+=======================  ==========================  ==========================  ====================
+PENDING held by limit    send when a slot frees      send when a slot frees      send when a slot frees
+PENDING not sent /       send again (same attempt)   send again (same attempt)   send again (same attempt)
+broker unreachable
+DISPATCHED not started   FAILURE                     new attempt (max_attempts)  warning only
+RUNNING heartbeat lost   FAILURE                     new attempt (max_attempts)  warning only
+RUNNING overran          FAILURE                     FAILURE (*)                 warning, left alone
+WAITING join lost        run the join once           run the join once           run the join once
+WAITING children overran FAILURE                     FAILURE (*)                 warning, left alone
+=======================  ==========================  ==========================  ====================
+
+(*) the work is still running (fresh heartbeat, or live children): a new attempt would
+run it twice at once, so "retry" fails it instead and says so. "retry" past
+``max_attempts`` fails. Nothing has run for a PENDING process (the broker was down, or the
+caller died before publishing), so it is sent again under every policy, as soon as the
+broker takes it; a second copy of the message is harmless. A lost join is normal work that was not
+delivered, so it runs whatever the policy (the WAITING -> RUNNING flip lets one caller
+win).
+
+Every recovery is one conditional transition (``by="monitor"``) that also writes the
+reason to ``errors`` or ``warnings`` and to ``history``; it is logged and recorded in
+``proc_recoveries`` (for the check-status page). A late write of the superseded attempt
+(its worker was only slow, or is released later) finds another attempt and changes
+nothing.
+
+Countdowns and the Redis visibility timeout: Redis hands a message with a countdown to a
+worker at once, and the worker holds it unacknowledged until it is due; if that takes
+longer than the broker's ``visibility_timeout`` Redis delivers it again to another worker
+(early redelivery: two copies). Every countdown this module schedules is therefore capped
+at half the visibility timeout (``celeryconf.max_countdown``); a check that fires before
+the process is due simply schedules itself again.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bson import json_util
+
+from . import celeryconf, children, db, dispatch, limits, machine, registry, stuck
+from .exceptions import BrokerUnavailable, UnknownKind
+from .status import PROCESSING_VALUES, ProcessStatus as S
+from .timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+CHECK_TASK = "proc.monitor_check"
+SWEEP_TASK = "proc.monitor_sweep"
+
+#: Seconds between two sweeps (Celery beat and ``procctl monitor`` without ``--interval``).
+DEFAULT_SWEEP_INTERVAL = 60.0
+
+#: Where recoveries are recorded for the check-status page (the process itself is the truth).
+RECOVERIES = "proc_recoveries"
+#: A recovery record is kept this long on a real server (TTL index on ``time``).
+RECOVERY_RECORD_TTL = 7 * 24 * 3600
+
+BY = "monitor"
+
+# Actions, as reported by check(), recover() and sweep().
+NOTHING = "nothing"
+RESCHEDULED = "rescheduled"
+FAILED = "failed"
+RETRIED = "retried"
+RESENT = "sent again"
+STILL_PENDING = "still pending"
+ALERTED = "alerted"
+ALREADY_ALERTED = "already reported"
+JOINED = "join run"
+WAITS = "waits for a slot"
+LOST_RACE = "changed meanwhile"
+
+#: The actions that changed the process (the rest report it only).
+RECOVERED = frozenset({FAILED, RETRIED, RESENT, JOINED})
+
+
+# -- scheduling -------------------------------------------------------------------------
+
+
+def monitor_task_id(celery_task_id: str) -> str:
+    """The task id of every check of one attempt (the attempt's own task id + suffix).
+
+    Rescheduled checks reuse it (as Celery's own retries do), so one revoke reaches them all.
+    """
+    return f"{celery_task_id}-monitor"
+
+
+def schedule(kind, raw: dict, when: datetime | None = None, *, app=None) -> float | None:
+    """Schedule the check of ``raw``'s attempt at ``when`` (default: its deadline).
+
+    Returns the countdown used, or None when nothing could be scheduled (no task id,
+    broker down): the sweep is the backstop then. Never raises.
+    """
+    task_id = raw.get("celery_task_id")
+    if not task_id:
+        return None
+    app = app or celeryconf.get_app()
+    now = utcnow()
+    when = when or raw.get("deadline") or now + timedelta(seconds=kind.settings.monitor_interval)
+    countdown = min(max(0.0, (when - now).total_seconds()), celeryconf.max_countdown(app))
+    args = [kind.collection, json_util.dumps(raw["_id"]), raw["attempt"]]
+    try:
+        app.send_task(CHECK_TASK, args=args, task_id=monitor_task_id(task_id), countdown=countdown,
+                      queue=celeryconf.MONITOR_QUEUE, retry=True, retry_policy=celeryconf.publish_retry_policy(2.0))
+    except Exception as exc:  # the sweep finds the process anyway
+        log.warning("could not schedule the monitor of %s %s: %s: %s", kind.name, raw["_id"],
+                    type(exc).__name__, exc)
+        return None
+    return countdown
+
+
+class _Revoker:
+    """Revokes the checks of finished processes from a background thread.
+
+    A revoke is a broadcast that kombu retries without bound while the broker is away, so it
+    must never hold up the thread that finished the process. Best effort: when the queue is
+    full, revokes are dropped (the check would find the process finished and do nothing).
+    """
+
+    def __init__(self, maxsize: int = 10000):
+        self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def put(self, app, task_id: str) -> None:
+        try:
+            self.queue.put_nowait((app, task_id))
+        except queue.Full:
+            return
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="proc-monitor-revoke", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            app, task_id = self.queue.get()
+            ids = [task_id]
+            while len(ids) < 500:
+                try:
+                    other_app, other = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if other_app is not app:
+                    self._revoke(other_app, [other])
+                else:
+                    ids.append(other)
+            self._revoke(app, ids)
+
+    @staticmethod
+    def _revoke(app, ids) -> None:
+        try:
+            app.control.revoke(ids)
+        except Exception as exc:
+            log.info("could not revoke %d monitor check(s): %s", len(ids), exc)
+
+
+_revoker = _Revoker()
+
+
+def forget(celery_task_id: str | None) -> None:
+    """The attempt with this task id finished: revoke its pending check (best effort, never blocks)."""
+    if celery_task_id:
+        _revoker.put(celeryconf.get_app(), monitor_task_id(celery_task_id))
+
+
+# -- one check ----------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one check or recovery did."""
+
+    action: str
+    reason: str | None = None
+    detail: str = ""
+    next_check: float | None = None
+    """Seconds until the next check of this process, when one is due."""
+    stuck: stuck.Stuck | None = field(default=None, repr=False)
+
+    @property
+    def recovered(self) -> bool:
+        return self.action in RECOVERED
+
+
+def _load(collection: str, id) -> tuple[registry.Kind | None, dict | None]:
+    try:
+        cls = registry.class_for(collection)
+    except UnknownKind:
+        log.error("monitor: no Proc subclass for collection %r; check dropped", collection)
+        return None, None
+    raw = cls._get_collection().find_one({"_id": id})
+    if raw is None or not raw.get("current_process") or not hasattr(cls, raw["current_process"]):
+        return None, raw
+    return registry.kind(cls, raw["current_process"]), raw
+
+
+def check(collection: str, id, attempt: int, *, now: datetime | None = None, app=None) -> Outcome:
+    """The per-process check of one attempt: leave, reschedule or recover (see module doc).
+
+    Reschedules itself through ``app`` (default: ``celeryconf.get_app()``) when the process
+    needs another look; ``Outcome.next_check`` says when.
+    """
+    kind, raw = _load(collection, id)
+    if kind is None or raw is None or raw.get("attempt") != attempt \
+            or raw.get("process_status") not in PROCESSING_VALUES:
+        return Outcome(NOTHING, detail="finished, replaced by a newer attempt, or gone")
+    now = now or utcnow()
+    verdict = stuck.diagnose(kind, raw, now, limits.usage())
+    if verdict is None:
+        outcome = Outcome(RESCHEDULED, detail="alive")
+    else:
+        outcome = recover(stuck.Stuck(kind, raw, *verdict), now=now)
+    if outcome.action in (RESCHEDULED, ALERTED, ALREADY_ALERTED, STILL_PENDING, WAITS, LOST_RACE):
+        when = _next_check(kind, raw, now)
+        countdown = schedule(kind, raw, when, app=app)
+        outcome.next_check = countdown
+    return outcome
+
+
+def _next_check(kind, raw: dict, now: datetime) -> datetime:
+    """Before the deadline: at the deadline. After it (still alive): one interval from now."""
+    deadline = raw.get("deadline")
+    if deadline is not None and deadline > now:
+        return deadline
+    return now + timedelta(seconds=kind.settings.monitor_interval)
+
+
+# -- recovery -----------------------------------------------------------------------------
+
+
+def attempts_of_call(raw: dict) -> int:
+    """Attempts of the current call: 1 + the redispatches since the last ``request``."""
+    count = 1
+    for entry in reversed(raw.get("history") or []):
+        if entry.get("event") == "request":
+            break
+        if entry.get("event") == "redispatch":
+            count += 1
+    return count
+
+
+def recover(item: stuck.Stuck, *, now: datetime | None = None) -> Outcome:
+    """Apply the kind's recovery policy to one stuck process (see the module's table)."""
+    now = now or utcnow()
+    kind, reason = item.kind, item.reason
+    # Act on the whole document at the attempt and state it was judged in, if still stuck.
+    raw = kind.cls._get_collection().find_one(
+        {"_id": item.id, "attempt": item.attempt, "process_status": item.status})
+    verdict = None if raw is None else stuck.diagnose(kind, raw, now, limits.usage())
+    if verdict is None:
+        return _done(item, Outcome(LOST_RACE, reason, "changed since it was found; nothing done"))
+    reason, detail = verdict
+    policy = kind.settings.recovery
+    status = raw["process_status"]
+
+    if reason == stuck.HELD_BY_LIMIT:
+        sent = dispatch.pump(kind)
+        return _done(item, Outcome(RESENT if sent else WAITS, reason, detail), record=bool(sent))
+    if reason == stuck.JOIN_LOST:
+        return _done(item, _run_join(kind, raw, detail))
+    if status == S.PENDING.value:
+        return _done(item, _resend(kind, raw, reason, detail))
+    if policy == "alert":
+        return _done(item, _alert(kind, raw, reason, detail))
+    if reason in (stuck.OVERRAN, stuck.CHILDREN_OVERRAN):
+        why = detail if policy == "fail" else (
+            f"{detail}; not retried: it is still running, a new attempt would run it twice")
+        return _done(item, _fail(kind, raw, reason, why, fresh=True))
+    if policy == "retry":
+        tries = attempts_of_call(raw)
+        max_attempts = kind.settings.max_attempts
+        if tries < max_attempts:
+            return _done(item, _retry(kind, raw, reason, detail, tries + 1, max_attempts))
+        detail = f"{detail}; gave up after {tries} attempt(s) (max_attempts={max_attempts})"
+    return _done(item, _fail(kind, raw, reason, detail))
+
+
+def _guard(raw: dict, reason: str) -> dict | None:
+    """An extra filter so a recovery applies only if what it judged has not changed."""
+    if reason == stuck.HEARTBEAT_LOST:
+        return {"heartbeat": raw.get("heartbeat")}
+    return None
+
+
+def _fail(kind, raw: dict, reason: str, detail: str, *, fresh: bool = False) -> Outcome:
+    coll = kind.cls._get_collection()
+    after = machine.transition(
+        coll, raw["_id"], "fail", attempt=raw["attempt"], sources=[raw["process_status"]],
+        errors=[detail], note=f"monitor: {reason}", by=BY, host=socket.gethostname(),
+        extra_filter=None if fresh else _guard(raw, reason))
+    if after is None:
+        return Outcome(LOST_RACE, reason, "changed while being failed; nothing done")
+    dispatch.release_slot(kind, raw["_id"], raw["attempt"])
+    forget(raw.get("celery_task_id"))
+    parent = raw.get("parent")
+    if parent:  # a failed child may have been its parent's last one
+        try:
+            children.try_join(parent["collection"], parent["id"], parent["attempt"])
+        except Exception:
+            log.exception("monitor: join of parent %s/%s failed to start", parent.get("collection"),
+                          parent.get("id"))
+    return Outcome(FAILED, reason, detail)
+
+
+def _retry(kind, raw: dict, reason: str, detail: str, attempt_no: int, max_attempts: int) -> Outcome:
+    warning = f"monitor: {detail}; sent again (attempt {attempt_no} of {max_attempts})"
+    after = dispatch.redispatch(raw, kind, note=f"monitor: {reason}", by=BY, warnings=[warning],
+                                sources=[raw["process_status"]], extra_filter=_guard(raw, reason))
+    if after is None:
+        return Outcome(LOST_RACE, reason, "changed while being sent again; nothing done")
+    return Outcome(RETRIED, reason, f"{detail}; sent again as attempt {after.get('attempt')} "
+                                    f"({attempt_no} of {max_attempts}), now {after.get('process_status')}")
+
+
+def _resend(kind, raw: dict, reason: str, detail: str) -> Outcome:
+    """A PENDING process never ran: hand the same attempt to the broker again."""
+    coll = kind.cls._get_collection()
+    machine.update_fields(coll, raw["_id"], attempt=raw["attempt"], statuses=[S.PENDING],
+                          warnings=[f"monitor: {detail}; sending it again"])
+    try:
+        dispatch.send(kind, raw, note=f"monitor: {reason}; sent again", by=BY)
+    except BrokerUnavailable as exc:
+        return Outcome(STILL_PENDING, reason, f"{detail}; broker still unreachable: {exc}")
+    current = coll.find_one({"_id": raw["_id"]}, {"process_status": 1, "attempt": 1})
+    if current and current.get("attempt") == raw["attempt"] and current.get("process_status") == S.PENDING.value:
+        return Outcome(WAITS, reason, f"{detail}; waits for a slot")
+    return Outcome(RESENT, reason, f"{detail}; sent again (attempt {raw['attempt']})")
+
+
+def _alert_prefix(raw: dict, reason: str) -> str:
+    return f"monitor (attempt {raw['attempt']}): {reason}"
+
+
+def _alert(kind, raw: dict, reason: str, detail: str) -> Outcome:
+    """Policy "alert": say so on the process once per attempt and reason; change nothing else."""
+    prefix = _alert_prefix(raw, reason)
+    if any(str(w).startswith(prefix) for w in raw.get("warnings") or []):
+        return Outcome(ALREADY_ALERTED, reason, f"{detail}; left alone (recovery policy: alert)")
+    machine.update_fields(kind.cls._get_collection(), raw["_id"], attempt=raw["attempt"],
+                          statuses=[raw["process_status"]],
+                          warnings=[f"{prefix}: {detail}; left alone (recovery policy: alert)"])
+    return Outcome(ALERTED, reason, f"{detail}; left alone (recovery policy: alert)")
+
+
+def _run_join(kind, raw: dict, detail: str) -> Outcome:
+    machine.update_fields(kind.cls._get_collection(), raw["_id"], attempt=raw["attempt"],
+                          statuses=[S.WAITING_FOR_RESULT],
+                          warnings=[f"monitor: {stuck.JOIN_LOST}; running it now"])
+    result = children.try_join(kind.collection, raw["_id"], raw["attempt"])
+    if result is None:
+        return Outcome(LOST_RACE, stuck.JOIN_LOST, "another caller ran the join, or a child is still running")
+    return Outcome(JOINED, stuck.JOIN_LOST, f"{detail}; join run by the monitor, process now {result}")
+
+
+def _done(item: stuck.Stuck, outcome: Outcome, *, record: bool | None = None) -> Outcome:
+    outcome.stuck = item
+    level = logging.WARNING if outcome.recovered or outcome.action == ALERTED else logging.INFO
+    log.log(level, "monitor: %s %s %s (attempt %s): %s: %s -> %s", item.kind.name, item.id, item.status,
+            item.attempt, item.reason, item.detail, outcome.action)
+    if record if record is not None else (outcome.recovered or outcome.action == ALERTED):
+        _record(item, outcome)
+    return outcome
+
+
+def _record(item: stuck.Stuck, outcome: Outcome) -> None:
+    try:
+        coll = db.database()[RECOVERIES]
+        coll.insert_one({"time": utcnow(), "collection": item.collection, "id": item.id,
+                         "kind": item.kind.name, "status": item.status, "attempt": item.attempt,
+                         "reason": item.reason, "detail": outcome.detail, "action": outcome.action})
+    except Exception:  # the record is for the page; the process document already says it
+        log.exception("could not record the recovery of %s %s", item.kind.name, item.id)
+
+
+def ensure_indexes() -> None:
+    """The index of ``proc_recoveries`` (newest first; expire after RECOVERY_RECORD_TTL)."""
+    db.database()[RECOVERIES].create_index("time", expireAfterSeconds=RECOVERY_RECORD_TTL)
+
+
+def recent_recoveries(limit: int = 50) -> list[dict]:
+    """The newest recoveries and alerts, newest first (for the check-status page)."""
+    coll = db.database()[RECOVERIES]
+    return list(coll.find({}, {"_id": 0}).sort("time", -1).limit(limit))
+
+
+# -- the sweep ------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    """What one sweep found and did."""
+
+    started: datetime
+    seconds: float = 0.0
+    pumped: dict = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    queries: list = field(default_factory=list)
+
+    @property
+    def recovered(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.recovered]
+
+    def lines(self) -> list[str]:
+        out = []
+        for kind_name, n in sorted(self.pumped.items()):
+            out.append(f"sent {n} held PENDING process(es) of {kind_name}")
+        for o in self.outcomes:
+            s = o.stuck
+            out.append(f"{s.collection}/{s.id} {s.kind.name} {s.status} (attempt {s.attempt}): "
+                       f"{s.reason}: {o.detail} -> {o.action}")
+        out.append(f"sweep at {self.started.isoformat(timespec='seconds')}Z: {len(self.queries)} "
+                   f"queries, {len(self.outcomes)} stuck, {len(self.recovered)} recovered, "
+                   f"{self.seconds * 1000:.0f} ms")
+        return out
+
+
+def sweep(now: datetime | None = None, *, collections=None, limit: int = 1000) -> SweepReport:
+    """One sweep: send held processes of limited kinds, then find and recover stuck ones."""
+    t0 = time.perf_counter()
+    db.database()
+    report = SweepReport(started=now or utcnow())
+    for kind in registry.kinds():
+        if kind.settings.limit and (collections is None or kind.collection in collections):
+            try:
+                sent = dispatch.pump(kind)
+            except Exception:
+                log.exception("monitor: could not send held %s processes", kind.name)
+                continue
+            if sent:
+                report.pumped[kind.name] = sent
+    for item in stuck.find(now, collections=collections, limit=limit, query_log=report.queries):
+        try:
+            report.outcomes.append(recover(item, now=now))
+        except Exception as exc:  # one bad process must not stop the sweep
+            log.exception("monitor: recovery of %s %s failed", item.kind.name, item.id)
+            report.outcomes.append(Outcome("error", item.reason, f"{type(exc).__name__}: {exc}", stuck=item))
+    report.seconds = time.perf_counter() - t0
+    return report
+
