@@ -219,7 +219,8 @@ def redispatch(doc_or_raw, kind, *, note: str, by: str | None = None, warnings=(
         coll, raw["_id"], "redispatch", attempt=old_attempt, sources=sources,
         set={"celery_task_id": str(uuid.uuid4()), "worker_hostname": None, "heartbeat": None,
              "current_process_step": None, "complete_time": None, "deadline": None},
-        warnings=warnings, note=note, by=by, host=socket.gethostname(), extra_filter=extra_filter)
+        warnings=warnings, note=note, by=by, host=socket.gethostname(), extra_filter=extra_filter,
+        fetch=True)
     if after is None:
         return None
     if kind.settings.limit:

@@ -32,7 +32,7 @@ def run_message(collection: str, id_json: str, method: str, args, kwargs, attemp
     coll = cls._get_collection()
     raw = machine.transition(coll, pk, "claim", attempt=attempt,
                              set={"worker_hostname": host, "heartbeat": utcnow()},
-                             note=f"{method} started", host=host)
+                             note=f"{method} started", host=host, fetch=True)
     if raw is None:
         log.info("ignored message for %s %s attempt %s: already claimed, finished or superseded",
                  kind.name, pk, attempt)
@@ -86,7 +86,7 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
     if not joining:
         dispatch.release_slot(kind, doc.pk, doc.attempt)
     monitor.forget(doc.celery_task_id)  # its pending check would find it finished anyway
-    children.notify_parent(after)
+    children.notify_parent(doc.parent)
     return after["process_status"]
 
 
