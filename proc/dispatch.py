@@ -128,7 +128,8 @@ def send(kind, raw: dict, *, have_slot: bool = False, note: str | None = None,
                             {"$set": {"deadline": due}})
     from . import monitor
 
-    monitor.schedule(kind, dict(raw, deadline=due))
+    if kind.settings.monitor_checks:
+        monitor.schedule(kind, dict(raw, deadline=due))
     return after
 
 

@@ -85,7 +85,8 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
         return _superseded(kind, doc)
     if not joining:
         dispatch.release_slot(kind, doc.pk, doc.attempt)
-    monitor.forget(doc.celery_task_id)  # its pending check would find it finished anyway
+    if kind.settings.monitor_checks:
+        monitor.forget(doc.celery_task_id)  # its pending check would find it finished anyway
     children.notify_parent(doc.parent)
     return after["process_status"]
 

@@ -75,15 +75,21 @@ def proc_classes() -> list[type]:
     return sorted(found, key=lambda c: c._get_collection_name())
 
 
+_by_collection: dict[str, type] = {}
+
+
 def class_for(collection: str) -> type:
     """The Proc subclass stored in ``collection``."""
-    for cls in proc_classes():
-        if cls._get_collection_name() == collection:
-            return cls
-    load_models()
-    for cls in proc_classes():
-        if cls._get_collection_name() == collection:
-            return cls
+    cls = _by_collection.get(collection)
+    if cls is not None:
+        return cls
+    for attempt in range(2):
+        if attempt:
+            load_models()
+        for cls in proc_classes():
+            _by_collection[cls._get_collection_name()] = cls
+        if collection in _by_collection:
+            return _by_collection[collection]
     known = ", ".join(c._get_collection_name() for c in proc_classes()) or "none"
     raise UnknownKind(f"no Proc subclass uses collection {collection!r} (known: {known}); "
                       "is its module listed in PROC_MODELS?")

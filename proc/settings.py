@@ -32,6 +32,10 @@ class KindSettings:
     """With "retry": attempts in all before the process is failed instead."""
     monitor_interval: float = 60.0
     """How long the per-process monitor waits before checking a still-alive process again (s)."""
+    monitor_checks: bool = True
+    """Schedule a per-process monitor check at dispatch (one extra Celery message per process,
+    revoked when it finishes). False: rely on the periodic sweep alone, for kinds with many
+    short processes."""
     tolerate_child_failures: bool = False
     """False: a parent with a failed child ends FAILURE. True: SUCCESS with a warning per failure."""
     queue: str = "celery"

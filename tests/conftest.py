@@ -11,7 +11,9 @@ import pytest
 from proc import celeryconf, config, db, heartbeat, machine, registry
 from support import RedisServer, redis_answers, require
 
-TEST_DB_URI = "mongomock://localhost/proc_test"
+#: The test database: the embedded one, or a throw-away database on a real server
+#: (PROC_TEST_MONGODB_URI=mongodb://host/proc_test; every collection in it is dropped).
+TEST_DB_URI = os.environ.get("PROC_TEST_MONGODB_URI", "mongomock://localhost/proc_test")
 
 
 @pytest.fixture(autouse=True)

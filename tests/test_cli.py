@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from core_models import Job
 from proc import ConfigurationError, config, db, machine
 from proc.cli import cli
+from conftest import TEST_DB_URI
 from proc.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +90,7 @@ def test_a_bad_database_uri_is_named_with_its_password_hidden():
     with pytest.raises(ConfigurationError) as raised:
         db.connect("postgres://admin:hunter2@db/prod")
     assert "postgres://admin:***@db/prod" in str(raised.value) and "hunter2" not in str(raised.value)
-    db.connect("mongomock://localhost/proc_test")
+    db.connect(TEST_DB_URI)
 
 
 def test_kind_settings_from_config_override_the_decorator():

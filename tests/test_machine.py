@@ -175,5 +175,7 @@ def test_listeners_see_each_transition_and_cannot_break_it():
 
 
 def test_connect_is_idempotent_per_uri():
-    first = db.connect("mongomock://localhost/proc_test")
-    assert db.connect("mongomock://localhost/proc_test") is first
+    from conftest import TEST_DB_URI
+
+    first = db.connect(TEST_DB_URI)
+    assert db.connect(TEST_DB_URI) is first
