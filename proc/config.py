@@ -13,7 +13,7 @@ from .exceptions import ConfigurationError
 EMBEDDED_MONGODB_URI = "mongomock://localhost/proc"
 """The embedded database: mongomock, living inside one Python process."""
 
-EMBEDDED_BROKER_URL = "memory://"
+EMBEDDED_BROKER_URL = "memory://localhost/"
 """The embedded broker: kombu's in-memory transport, for an in-process worker."""
 
 

@@ -26,7 +26,11 @@ def serve_status_page(host: str, port: int):
         return
     from werkzeug.serving import make_server
 
-    server = make_server(host, port, create_app(), threaded=True)
+    try:
+        server = make_server(host, port, create_app(), threaded=True)
+    except OSError as exc:  # the port is taken: any free one will do for the demo
+        log.warning("port %s is not free (%s); serving the status page on another port", port, exc)
+        server = make_server(host, 0, create_app(), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="proc-demo-http", daemon=True)
     thread.start()
     try:
@@ -43,9 +47,15 @@ def counts_per_status() -> dict[str, int]:
     return counts
 
 
-def run_demo(*, uploads: int = 2, projects: int = 1, pace: float = 0.4, port: int = 5000,
-             host: str = "127.0.0.1", serve: bool = True, linger: float = 0.0, out=None) -> dict:
-    """Run the demo; returns the final counts per status."""
+def run_demo(*, uploads: int = 3, projects: int = 1, pace: float = 1.5, port: int = 5000,
+             host: str = "127.0.0.1", serve: bool = True, linger: float = 0.0, concurrency: int = 3,
+             out=None) -> dict:
+    """Run the demo; returns the final counts per status.
+
+    The worker has fewer threads (``concurrency``) than there is work at once, so messages
+    wait DISPATCHED in the queue for a free worker, and the prechecks wait PENDING for a
+    slot of their limit: every box of the status page gets its turn.
+    """
     from .models import PACE, Project, Upload
 
     out = out or sys.stdout
@@ -72,13 +82,13 @@ def run_demo(*, uploads: int = 2, projects: int = 1, pace: float = 0.4, port: in
     machine.listeners.append(show)
     try:
         with serve_status_page(host, port) if serve else contextlib.nullcontext(None) as url, \
-                in_process_worker(app):
+                in_process_worker(app, concurrency=concurrency):
             if url:
                 out.write(f"status page: {url}\n")
             out.write(f"database {settings.mongodb_uri}, broker {app.conf.broker_url} (in-process worker)\n")
             docs = []
             for i in range(uploads):
-                upload = Upload(name=f"upload-{i + 1}", paths=[f"upload-{i + 1}/file-{j}.txt" for j in range(4)]
+                upload = Upload(name=f"upload-{i + 1}", paths=[f"upload-{i + 1}/file-{j}.txt" for j in range(5)]
                                 + ([f"upload-{i + 1}/damaged.broken"] if i == 0 else []))
                 upload.save()
                 docs.append(upload)
