@@ -131,7 +131,6 @@ def run_c(n):
 
 def count_ops(app):
     """Database operations of one lifecycle of (a) and of (b), the document already saved."""
-    from bson import ObjectId
 
     results = {}
     doc = _fresh(BenchTracked, 1)[0]

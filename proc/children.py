@@ -18,8 +18,6 @@ from __future__ import annotations
 import logging
 import socket
 
-from bson import json_util
-
 from . import machine, registry
 from .exceptions import BrokerUnavailable
 from .status import PROCESSING_VALUES, ProcessStatus as S
@@ -35,10 +33,6 @@ def begin(doc) -> None:
 
 def end(doc) -> set:
     return doc.__dict__.pop(_SPAWNED, set())
-
-
-def key_of(collection: str, id, attempt: int) -> str:
-    return f"{collection}/{json_util.dumps(id)}/{attempt}"
 
 
 def spawn(parent, bound, args, kwargs):
@@ -59,21 +53,19 @@ def spawn(parent, bound, args, kwargs):
     return child
 
 
-def _child_collections(parent_raw: dict):
+def count_children(collection: str, parent: dict, statuses) -> int:
+    """How many children of this attempt of ``parent`` (a raw document of ``collection``
+    with ``_id``, ``attempt`` and ``child_collections``) are in one of ``statuses``."""
     from .db import database
 
-    return [database()[name] for name in parent_raw.get("child_collections") or []]
-
-
-def count_children(parent_raw: dict, statuses) -> int:
-    key = key_of(parent_raw["_cls_collection"], parent_raw["_id"], parent_raw["attempt"])
-    return sum(c.count_documents({"parent_key": key, "process_status": {"$in": list(statuses)}})
-               for c in _child_collections(parent_raw))
+    key = machine.attempt_key(collection, parent["_id"], parent["attempt"])
+    query = {"parent_key": key, "process_status": {"$in": [S(s).value for s in statuses]}}
+    return sum(database()[name].count_documents(query) for name in parent.get("child_collections") or [])
 
 
 def children_of(parent, statuses=None) -> list:
     """The child documents of ``parent``'s current attempt (optionally only in ``statuses``)."""
-    key = key_of(parent._get_collection_name(), parent.pk, parent.attempt)
+    key = machine.attempt_key(parent._get_collection_name(), parent.pk, parent.attempt)
     query = {"parent_key": key}
     if statuses:
         query["process_status"] = {"$in": [S(s).value for s in statuses]}
@@ -95,8 +87,7 @@ def try_join(collection: str, id, attempt: int) -> str | None:
                            {"child_collections": 1, "attempt": 1})
     if parent is None:
         return None
-    parent["_cls_collection"] = collection
-    if count_children(parent, PROCESSING_VALUES):
+    if count_children(collection, parent, PROCESSING_VALUES):
         return None
     host = socket.gethostname()
     raw = machine.transition(coll, id, "join", attempt=attempt, note="all child processes finished",
@@ -112,12 +103,12 @@ def try_join(collection: str, id, attempt: int) -> str | None:
 
 def outcome(kind, doc) -> tuple[list[str], list[str]]:
     """(errors, warnings) for a parent whose children have all finished."""
-    raw = {"_cls_collection": doc._get_collection_name(), "_id": doc.pk, "attempt": doc.attempt,
-           "child_collections": doc.child_collections}
-    failed = children_of(doc, [S.FAILURE]) if count_children(raw, [S.FAILURE.value]) else []
+    collection = doc._get_collection_name()
+    raw = {"_id": doc.pk, "attempt": doc.attempt, "child_collections": doc.child_collections}
+    failed = children_of(doc, [S.FAILURE]) if count_children(collection, raw, [S.FAILURE]) else []
     if not failed:
         return [], []
-    total = count_children(raw, [S.SUCCESS.value, S.FAILURE.value])
+    total = count_children(collection, raw, [S.SUCCESS, S.FAILURE])
     details = [f"{type(c).__name__} {c.pk}: {(c.errors or ['failed'])[-1]}" for c in failed[:5]]
     more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
     summary = f"{len(failed)} of {total} child processes failed: " + "; ".join(details) + more

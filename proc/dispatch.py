@@ -56,7 +56,7 @@ def start(doc: Proc, method: str, args=(), kwargs=None, *, parent: dict | None =
     }
     if parent is not None:
         fields["parent"] = parent
-        fields["parent_key"] = parent_key(parent["collection"], parent["id"], parent["attempt"])
+        fields["parent_key"] = machine.attempt_key(parent["collection"], parent["id"], parent["attempt"])
     for _ in range(3):
         raw = machine.transition(coll, doc.pk, "request", attempt=doc.attempt, set=fields,
                                  note=f"{method} called", host=socket.gethostname())
@@ -79,10 +79,6 @@ def start(doc: Proc, method: str, args=(), kwargs=None, *, parent: dict | None =
     return doc
 
 
-def parent_key(collection: str, id, attempt: int) -> str:
-    return f"{collection}/{json_util.dumps(id)}/{attempt}"
-
-
 def send(kind, raw: dict, *, have_slot: bool = False, note: str | None = None,
          by: str | None = None) -> dict | None:
     """Take a slot (if the kind is limited) and publish the message of a PENDING process.
@@ -94,7 +90,7 @@ def send(kind, raw: dict, *, have_slot: bool = False, note: str | None = None,
     coll = kind.cls._get_collection()
     attempt = raw["attempt"]
     limit = kind.settings.limit
-    key = limits.slot_key(kind.collection, raw["_id"], attempt)
+    key = machine.attempt_key(kind.collection, raw["_id"], attempt)
     if limit and not have_slot:
         slot = limits.acquire(kind.name, key, limit)
         if slot is limits.Slot.HELD:
@@ -183,7 +179,7 @@ def pump(kind) -> int:
         batch = list(coll.find(query, fields).sort([("last_status_change", 1), ("_id", 1)]).limit(limit))
         progressed = False
         for raw in batch:
-            key = limits.slot_key(kind.collection, raw["_id"], raw["attempt"])
+            key = machine.attempt_key(kind.collection, raw["_id"], raw["attempt"])
             slot = limits.acquire(kind.name, key, limit)
             if slot is limits.Slot.FULL:
                 return sent
@@ -203,7 +199,7 @@ def release_slot(kind, id, attempt: int) -> None:
     """Give back the slot of one attempt and send the next held process of the kind."""
     if not kind.settings.limit:
         return
-    limits.release(kind.name, limits.slot_key(kind.collection, id, attempt))
+    limits.release(kind.name, machine.attempt_key(kind.collection, id, attempt))
     try:
         pump(kind)
     except Exception:  # the monitor's sweep pumps again; a finished process stays finished
@@ -225,7 +221,7 @@ def redispatch(doc_or_raw, kind, *, note: str, by: str | None = None, warnings=(
     if after is None:
         return None
     if kind.settings.limit:
-        limits.release(kind.name, limits.slot_key(kind.collection, raw["_id"], old_attempt))
+        limits.release(kind.name, machine.attempt_key(kind.collection, raw["_id"], old_attempt))
     try:
         sent = send(kind, after)
     except BrokerUnavailable:

@@ -4,13 +4,12 @@ One document per limited kind in ``proc_slots``: ``{_id: kind, holders: [key, ..
 A slot is taken by one conditional ``$push`` (only if the array is shorter than the
 limit and does not hold the key yet) and given back by ``$pull``, both atomic on the
 server, so the limit holds under any number of concurrent callers and a double release
-is harmless. A key names one attempt of one process: ``collection/id/attempt``.
+is harmless. A holder is one attempt of one process (``proc.machine.attempt_key``).
 """
 from __future__ import annotations
 
 import enum
 
-from bson import json_util
 from pymongo.errors import DuplicateKeyError
 
 from . import db
@@ -25,10 +24,6 @@ class Slot(enum.Enum):
     """This attempt already holds a slot: another caller is dispatching it."""
     FULL = "full"
     """Every slot is in use; the process waits PENDING."""
-
-
-def slot_key(collection: str, id, attempt: int) -> str:
-    return f"{collection}/{json_util.dumps(id)}/{attempt}"
 
 
 def _slots():

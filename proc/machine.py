@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from bson import json_util
 from pymongo import ReturnDocument
 
 from . import config, db
@@ -86,6 +87,12 @@ class Transition:
 
 #: Callables run after every successful transition in this process (the demo prints them).
 listeners: list[Callable[[Transition], None]] = []
+
+
+def attempt_key(collection: str, id, attempt: int) -> str:
+    """One attempt of one process as a string, ``collection/<id as extended JSON>/attempt``:
+    a child's ``parent_key`` and a concurrency slot's holder."""
+    return f"{collection}/{json_util.dumps(id)}/{attempt}"
 
 
 def rule(event: str) -> Rule:

@@ -209,8 +209,7 @@ def diagnose(kind, raw: dict, now: datetime, usage: dict | None = None) -> tuple
             return OVERRAN, (f"running past its expected duration ({format_age(age_seconds(raw['deadline'], now))} "
                              f"over) on host {raw.get('worker_hostname') or '?'}, heartbeat fresh")
     if status == S.WAITING_FOR_RESULT.value:
-        parent = dict(raw, _cls_collection=kind.collection)
-        running = children.count_children(parent, PROCESSING_VALUES)
+        running = children.count_children(kind.collection, raw, PROCESSING_VALUES)
         if running == 0 and (past_deadline or in_state > min(s.queue_timeout, s.heartbeat_timeout)):
             return JOIN_LOST, "every child finished but the join never ran"
         if past_deadline and running:

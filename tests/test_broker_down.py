@@ -8,7 +8,7 @@ import pytest
 
 from conftest import make_test_app
 from core_models import Job
-from proc import BrokerUnavailable, ProcessStatus as S, celeryconf
+from proc import BrokerUnavailable, celeryconf
 from support import free_port
 
 SECRET = "s3cret-pw"

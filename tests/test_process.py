@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from bson import json_util
 
 import core_models
 from core_models import Child, Job, Limited, Parent
-from proc import ProcessAlreadyRunning, ProcessStatus as S, limits, machine
+from proc import ProcessAlreadyRunning, limits, machine
 from proc.dispatch import TASK_NAME
 from support import wait_for
 
