@@ -309,3 +309,27 @@ def test_held_processes_are_sent_oldest_first_as_slots_free(worker):
         core_models.gates[str(d.pk)].set()
     for d in docs:
         assert d.block_until_complete(30).process_status == "SUCCESS"
+
+
+def test_a_stopping_worker_finishes_what_it_runs(app):
+    """Warm shutdown: the worker is asked to stop while a process runs; the process still
+    ends SUCCESS, and the worker stops only after that."""
+    from proc.inprocess import in_process_worker, is_running
+
+    job = Job()
+    job.save()
+    core_models.gates[str(job.pk)] = threading.Event()
+    context = in_process_worker(app, concurrency=2)
+    w = context.__enter__()
+    job.wait_for_gate()
+    wait_for(lambda: Job.objects.get(pk=job.pk).process_status == "RUNNING", message="running")
+    stopper = threading.Thread(target=context.__exit__, args=(None, None, None))
+    stopper.start()
+    wait_for(lambda: not is_running(w), message="the worker to begin its shutdown")
+    stopper.join(timeout=0.5)  # the shutdown waits for the running process...
+    assert stopper.is_alive() and Job.objects.get(pk=job.pk).process_status == "RUNNING"
+    core_models.gates[str(job.pk)].set()  # ...which then finishes
+    stopper.join(30)
+    assert not stopper.is_alive()
+    assert Job.objects.get(pk=job.pk).process_status == "SUCCESS"
+    assert core_models.runs[str(job.pk)] == 1
