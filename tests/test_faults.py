@@ -345,7 +345,10 @@ def test_lost_join_is_run_once_by_the_monitor(fault_app, workers, monkeypatch):
     monkeypatch.setattr(children, "notify_parent", lambda parent: lost.append(parent))  # the crash
     parent = FaultParent(n=2, child_method="run_fail")
     parent.save()
+    release = gate_group(parent)  # the children finish only once the parent waits for them
     parent.fan_out()
+    wait_for(lambda: status(parent, "WAITING_FOR_RESULT"), message="the parent to wait")
+    release.set()
     wait_for(lambda: FaultChild.objects(group=str(parent.pk), process_status="SUCCESS").count() == 2,
              timeout=10, message="both children")
     assert status(parent, "WAITING_FOR_RESULT") and len(lost) == 2
