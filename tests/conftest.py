@@ -82,9 +82,9 @@ class SessionWorker:
         self.worker = None
 
     def ensure(self):
-        from proc.inprocess import in_process_worker, is_running
+        from proc.inprocess import in_process_worker
 
-        if self.worker is None or not is_running(self.worker):
+        if self.worker is None or not self.worker.running:
             self.close()
             self.context = in_process_worker(self.app, concurrency=8)
             self.worker = self.context.__enter__()

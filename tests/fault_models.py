@@ -11,7 +11,7 @@ import threading
 
 from mongoengine import IntField, StringField
 
-from proc import Proc, heartbeat, process
+from proc import Proc, process
 
 FAST = dict(queue_timeout=1, heartbeat_timeout=1, expected_duration=2, monitor_interval=0.5)
 
@@ -125,59 +125,3 @@ class FaultParent(Proc):
     def collect(self):
         with _lock:
             joins[str(self.pk)] += 1
-
-
-# -- an in-process worker that can be "killed" ------------------------------------------
-
-
-class InProcessWorker:
-    """A real Celery worker (thread pool) in this process, on its own node name.
-
-    ``kill()`` simulates the death of the worker's process while its methods are blocked:
-    the worker stops consuming and drops its broker connection without waiting for its
-    tasks (Redis then delivers their unacknowledged messages again), and its heartbeats
-    stop for good (a dead process's heartbeat thread dies with it). The blocked methods
-    stay blocked until the test releases them; whatever they write then is late.
-
-    Two things keep it from disturbing other in-process workers (the session worker of the
-    other tests): it is stopped on its own (celery.contrib.testing's ``start_worker`` stops
-    workers through a process-wide flag that stops every in-process worker at once), and it
-    gets an event loop of its own (kombu keeps one per process, which Celery would share
-    between in-process workers and close with the first one stopped).
-    """
-
-    def __init__(self, app, hostname: str, concurrency: int = 4):
-        self.app = app
-        self.hostname = hostname
-        self.concurrency = concurrency
-        self.controller = None
-        self.thread = None
-
-    def start(self) -> "InProcessWorker":
-        from celery.contrib.testing.worker import TestWorkController, setup_app_for_worker
-        from kombu.asynchronous import hub
-
-        setup_app_for_worker(self.app, "WARNING", None)
-        shared = hub.get_event_loop()
-        hub.set_event_loop(None)  # the worker's Hub step makes a new loop when none is current
-        try:
-            self.controller = TestWorkController(
-                app=self.app, concurrency=self.concurrency, hostname=self.hostname, pool="threads",
-                loglevel="WARNING", logfile=None, ready_callback=None, without_heartbeat=True,
-                without_mingle=True, without_gossip=True)
-        finally:
-            hub.set_event_loop(shared)
-        self.thread = threading.Thread(target=self.controller.start, daemon=True,
-                                       name=f"worker-{self.hostname}")
-        self.thread.start()
-        self.controller.ensure_started()
-        return self
-
-    def kill(self, timeout: float = 15.0) -> None:
-        heartbeat.stop_worker(self.hostname)
-        self.controller.terminate()
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            raise RuntimeError(f"worker {self.hostname} did not stop within {timeout} s")
-
-    stop = kill

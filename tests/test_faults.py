@@ -18,7 +18,8 @@ from click.testing import CliRunner
 
 import fault_models as fm
 from conftest import make_test_app
-from fault_models import FaultChild, FaultParent, InProcessWorker, Stall
+from fault_models import FaultChild, FaultParent, Stall
+from proc.inprocess import InProcessWorker
 from proc import BrokerUnavailable, celeryconf, children, dispatch, monitor, registry, stuck
 from proc.cli import cli
 from proc.timeutil import utcnow

@@ -314,7 +314,7 @@ def test_held_processes_are_sent_oldest_first_as_slots_free(worker):
 def test_a_stopping_worker_finishes_what_it_runs(app):
     """Warm shutdown: the worker is asked to stop while a process runs; the process still
     ends SUCCESS, and the worker stops only after that."""
-    from proc.inprocess import in_process_worker, is_running
+    from proc.inprocess import in_process_worker
 
     job = Job()
     job.save()
@@ -325,7 +325,7 @@ def test_a_stopping_worker_finishes_what_it_runs(app):
     wait_for(lambda: Job.objects.get(pk=job.pk).process_status == "RUNNING", message="running")
     stopper = threading.Thread(target=context.__exit__, args=(None, None, None))
     stopper.start()
-    wait_for(lambda: not is_running(w), message="the worker to begin its shutdown")
+    wait_for(lambda: not w.running, message="the worker to begin its shutdown")
     stopper.join(timeout=0.5)  # the shutdown waits for the running process...
     assert stopper.is_alive() and Job.objects.get(pk=job.pk).process_status == "RUNNING"
     core_models.gates[str(job.pk)].set()  # ...which then finishes
