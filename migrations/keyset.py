@@ -69,12 +69,23 @@ def after(last_id=None, *, started: bool = True) -> dict:
     return {"$or": [{"_id": {"$gt": last_id}}, *later]}
 
 
+def among(ids: list, selector: dict) -> dict:
+    """The filter of one batch: ``_id`` among ``ids`` (the batch's walked ``_id``s), and
+    still matching ``selector`` (so a document already migrated is never written again).
+
+    ``$in`` on ``_id`` is one ``_id`` index lookup per listed id on a real server, and one
+    store-key lookup per id on the embedded database (``proc.embedded``). Equality covers
+    every walked bracket; the selector goes under ``$and`` so it may name ``_id`` too.
+    """
+    return {"_id": {"$in": list(ids)}, "$and": [selector]}
+
+
 def span(ids: list) -> dict:
     """A filter matching the ``_id`` range of one sorted batch: per bracket, first to last.
 
-    A range costs one comparison per document where ``$in`` costs one per listed id
-    (quadratic on the embedded database); the datafix's selector is always added to it,
-    so only documents still to migrate inside the range are written.
+    Used where the ``_id``s are a field of another collection (the backups' ``doc_id``);
+    there a range is one index range on a real server and one comparison per document on
+    the embedded database, where ``$in`` would compare each document with every listed id.
     """
     ranges: dict[str, list] = {}
     for value in ids:

@@ -162,12 +162,14 @@ class Context:
     def rewrite(self, *, select: dict, backup, pipeline: list, rows: dict) -> None:
         """Migrate every document matching ``select``, batch by batch, in ``_id`` order.
 
-        Per batch: one query finds the next ``batch_size`` ``_id``s, one reads the
-        ``backup`` fields of the documents matching ``select`` in that ``_id`` range, one
-        insert stores them in the backup collection, one pipeline ``update_many`` (same
-        filter) rewrites them, then the ledger records progress and the lock is renewed:
-        five round trips. Reading the ``_id``s first keeps the sorted query light (the
-        embedded database copies every match of a sorted query before applying its limit).
+        Per batch: one sorted query finds the next ``batch_size`` ``_id``s (only the
+        ``_id``s: the embedded database copies every match of a sorted query before
+        applying its limit), one reads the ``backup`` fields of the documents among those
+        ``_id``s that still match ``select``, one insert stores them in the backup
+        collection, one pipeline ``update_many`` (same filter) rewrites them, then the
+        ledger records progress and the lock is renewed: six round trips. The batch
+        filter is ``_id $in`` the batch's ``_id``s plus ``select``: ``_id`` index lookups
+        on a real server, store-key lookups on the embedded database (``proc.embedded``).
         ``rows`` (label -> filter) are counted in a dry run, which writes nothing.
         """
         self._selects.append(select)
@@ -182,7 +184,8 @@ class Context:
             rep = self.report.collection(name)
             self._progress.start(f"{self.revision} {name}", coll.count_documents(select))
             for keys in keyset.walk(coll, select, batch_size=self.batch_size, projection={"_id": 1}):
-                in_batch = {"$and": [select, keyset.span([d["_id"] for d in keys])]}
+                ids = [d["_id"] for d in keys]
+                in_batch = keyset.among(ids, select)
                 batch = list(coll.find(in_batch, projection))
                 self._backups.save([Backups.record(self.revision, name, self.run_id, d, backup)
                                     for d in batch])
@@ -192,10 +195,11 @@ class Context:
                 rep.skipped += max(0, len(batch) - result.modified_count)
                 if result.matched_count > len(batch):
                     self.report.warnings.append(
-                        f"{name}: {result.matched_count - len(batch)} document(s) appeared inside a "
-                        f"batch's _id range while it ran and were migrated without a backup "
-                        "(old code still writing?); a downgrade converts them by the inverse rule")
-                self._after_batch(name, rep, batch)
+                        f"{name}: {result.matched_count - len(batch)} document(s) of a batch came to "
+                        f"match the selector between its backup and its update and were migrated "
+                        "without a backup (old code still writing?); a downgrade converts them by "
+                        "the inverse rule")
+                self._after_batch(name, rep, batch, ids[-1])
             self._progress.finish()
 
     def _count_rows(self, select: dict, rows: dict) -> None:
@@ -254,9 +258,9 @@ class Context:
                 restored = coll.bulk_write(ops, ordered=False).modified_count if ops else 0
                 rep.restored += restored
                 if converted or restored < len(ops):  # those changed meanwhile still match select
-                    result = coll.update_many({"$and": [select, keyset.span(ids)]}, inverse)
+                    result = coll.update_many(keyset.among(ids, select), inverse)
                     _note_converted(rep, converted, result.modified_count)
-                self._after_batch(name, rep, batch)
+                self._after_batch(name, rep, batch, ids[-1])
             if not self.dry_run:
                 self._progress.finish()
 
@@ -267,8 +271,8 @@ class Context:
             self._ledger.start(self.script, self.run_id, self.direction, self._previous)
             self._begun = True
 
-    def _after_batch(self, name: str, rep: CollectionReport, batch: list) -> None:
-        rep.last_id = batch[-1]["_id"]
+    def _after_batch(self, name: str, rep: CollectionReport, batch: list, last_id) -> None:
+        rep.last_id = last_id
         self.report.peak_batch = max(self.report.peak_batch, len(batch))
         self._progress.advance(len(batch))
         if not self.dry_run:

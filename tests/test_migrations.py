@@ -457,6 +457,39 @@ def test_keyset_walk_covers_mixed_id_types(database):
         assert sorted(map(k, walked)) == sorted(map(k, ids)) and len(walked) == len(ids)
 
 
+def test_batches_are_read_and_written_by_id_among_the_walked_ids_and_the_selector(database):
+    from datetime import datetime
+
+    ids = [None, -3, 2, 2.5, "a", "b", b"bin", ObjectId(), False, datetime(2021, 1, 1)]
+    database.upload.insert_many([{"_id": i, "tasks": ["t"], "tasks_status": "CREATED"} for i in ids])
+    database.upload.insert_one({"_id": "done", "process_status": "READY"})
+    batch = keyset.among(["a", "done", 2.5], {"tasks_status": "CREATED"})
+    assert batch == {"_id": {"$in": ["a", "done", 2.5]}, "$and": [{"tasks_status": "CREATED"}]}
+    assert {k(d["_id"]) for d in database.upload.find(batch)} == {k("a"), k(2.5)}
+    filters = []
+    original = type(database.upload).update_many
+
+    def spy(self, filter, *args, **kwargs):
+        filters.append(filter)
+        return original(self, filter, *args, **kwargs)
+
+    type(database.upload).update_many = spy
+    try:
+        result = command.upgrade(batch_size=3)
+    finally:
+        type(database.upload).update_many = original
+    assert result.ok and result.reports[0].totals()["migrated"] == len(ids)
+    batches = [f for f in filters if "$in" in f.get("_id", {})]
+    assert len(batches) == 4 and all(f["$and"] == [{"tasks_status": {"$in": ["CREATED", "SUCCESS",
+                                                                           "FAILURE"]},
+                                                     "tasks_status.0": {"$exists": False}}]
+                                      for f in batches)
+    assert [k(i) for f in batches for i in f["_id"]["$in"]] == [k(i) for i in ids]  # BSON order
+    entry = database[LEDGER].find_one({"_id": "0001"})
+    assert entry["last_id"] == datetime(2021, 1, 1)  # the last _id walked
+    assert database.upload.find_one({"_id": "done"}) == {"_id": "done", "process_status": "READY"}
+
+
 def test_status_json_lists_state_and_counts(database):
     legacy_data.populate(database, 20, processing=False)
     data = json.loads(datafix("status", "--json").stdout)
