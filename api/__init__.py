@@ -26,6 +26,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         PROC_PAGE_SIZE=50,
         # At most this many entries in the needs-attention list.
         PROC_ATTENTION_LIMIT=200,
+        # The recently-recovered list: the monitor's recoveries of the last this many hours,
+        # at most PROC_RECOVERY_LIMIT of them.
+        PROC_RECOVERY_HOURS=24,
+        PROC_RECOVERY_LIMIT=50,
         JSON_SORT_KEYS=False,
     )
     app.config.from_prefixed_env()

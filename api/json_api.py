@@ -29,7 +29,9 @@ def flag(name: str, default: bool) -> bool:
 def status_data(workers: bool = True) -> dict:
     config = current_app.config
     return overview.build_status(inspect_timeout=float(config["PROC_INSPECT_TIMEOUT"]),
-                                 attention_limit=int(config["PROC_ATTENTION_LIMIT"]), workers=workers)
+                                 attention_limit=int(config["PROC_ATTENTION_LIMIT"]), workers=workers,
+                                 recovery_hours=float(config["PROC_RECOVERY_HOURS"]),
+                                 recovery_limit=int(config["PROC_RECOVERY_LIMIT"]))
 
 
 @bp.get("/status")

@@ -67,7 +67,8 @@ def spec() -> dict:
         "security": [{"bearer": []}, {"basic": []}],
         "paths": {
             "/api/status": {"get": {
-                "summary": "Counts per status and kind, oldest ages, needs attention, workers and queues",
+                "summary": "Counts per status and kind, oldest ages, needs attention, recent recoveries, workers "
+                           "and queues",
                 "parameters": [{"name": "workers", "in": "query", "required": False, "schema": {"type": "boolean"},
                                 "description": "Ask the workers (Celery inspect, a short timeout); default true."}],
                 "responses": {"200": _json(_ref("Status"), "The overview."),
@@ -139,6 +140,22 @@ def _schemas() -> dict:
                        "age_seconds": {"type": "number", "nullable": True}, "age": {"type": "string"},
                        "reason": {"type": "string"}, "detail": {"type": "string"}, "worker": _NULLABLE_STRING},
     }
+    recovery = {
+        "type": "object",
+        "description": "One recovery or alert of the monitor (proc_recoveries), newest first.",
+        "required": ["time", "collection", "id", "kind", "status_before", "action", "reason", "detail", "url"],
+        "properties": {
+            "time": {"type": "string", "nullable": True, "format": "date-time"},
+            "age_seconds": {"type": "number", "nullable": True},
+            "collection": {"type": "string"}, "id": {"type": "string"}, "kind": _NULLABLE_STRING,
+            "status_before": {**_NULLABLE_STRING, "description": "The status the process was stuck in."},
+            "attempt": {"type": "integer", "nullable": True},
+            "action": {**_NULLABLE_STRING, "description": "failed, retried, sent again, join run or alerted."},
+            "action_text": {**_NULLABLE_STRING, "description": "What the monitor did, in plain words."},
+            "reason": _NULLABLE_STRING, "detail": {"type": "string"},
+            "url": {"type": "string", "description": "The process's page on the check-status site."},
+        },
+    }
     kind = {
         "type": "object",
         "required": ["kind", "collection", "method", "counts", "total", "oldest_age_seconds", "limit", "in_use"],
@@ -168,8 +185,8 @@ def _schemas() -> dict:
         "Counts": _COUNTS,
         "Status": {
             "type": "object",
-            "required": ["counts", "oldest_age_seconds", "kinds", "needs_attention", "workers", "queues",
-                         "broker", "database"],
+            "required": ["counts", "oldest_age_seconds", "kinds", "needs_attention", "recoveries", "workers",
+                         "queues", "broker", "database"],
             "properties": {
                 "generated_at": {"type": "string", "format": "date-time"},
                 "counts": _ref("Counts"), "oldest_age_seconds": _AGES,
@@ -177,6 +194,10 @@ def _schemas() -> dict:
                 "hints": {"type": "array", "items": {"type": "string"}},
                 "needs_attention": {"type": "array", "items": attention},
                 "needs_attention_capped": {"type": "boolean"},
+                "recoveries": {"type": "array", "items": recovery,
+                               "description": "The monitor's recent recoveries (PROC_RECOVERY_HOURS, at most "
+                                              "PROC_RECOVERY_LIMIT), newest first."},
+                "recoveries_window_hours": {"type": "number"},
                 "workers": {"type": "object", "required": ["answered", "list"], "properties": {
                     "asked": {"type": "boolean"}, "answered": {"type": "boolean"},
                     "inspect_timeout": {"type": "number"}, "list": {"type": "array", "items": worker}}},

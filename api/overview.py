@@ -5,14 +5,18 @@ Counts and oldest ages come from ONE aggregation per Proc collection, grouping b
 number of database round trips depends on the number of collections, never on the
 number of processes. The needs-attention list is ``proc.stuck.find()`` (indexed
 queries returning only candidates), enriched with what the broker and the workers say.
+The recently-recovered list is ``proc.monitor.recent_recoveries()``: one query on the
+``time`` index of ``proc_recoveries``, bounded by a window and a count.
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from proc import config, limits, registry, stuck
+from flask import url_for
+
+from proc import config, limits, monitor, registry, stuck
 from proc.redact import redact_url
 from proc.status import LIFECYCLE, ProcessStatus as S
 from proc.timeutil import age_seconds, format_age, utcnow
@@ -27,6 +31,15 @@ STATUSES = tuple(s.value for s in LIFECYCLE)
 NO_CONSUMER = "no worker consumes the queue"
 MESSAGE_LOST = "message lost"
 WORKERS_BUSY = "workers busy"
+
+#: What the monitor did, in plain words (the actions ``proc.monitor`` records).
+ACTION_WORDS = {
+    monitor.FAILED: "marked it FAILURE",
+    monitor.RETRIED: "sent it again as a new attempt",
+    monitor.RESENT: "handed it to the broker again",
+    monitor.JOINED: "ran its lost join",
+    monitor.ALERTED: "left it alone and warned (recovery policy: alert)",
+}
 
 #: Groups by "STATUS|method" (a flat string key: grouping by a sub-document costs the
 #: embedded database twice as much, and a real server nothing more).
@@ -120,6 +133,11 @@ def aggregate_counts(query_log: list | None = None) -> Counts:
     return Counts(totals, oldest, ordered)
 
 
+def iso(value) -> str | None:
+    """A stored time (naive UTC) as ISO 8601 with milliseconds and a Z."""
+    return value.isoformat(timespec="milliseconds") + "Z" if isinstance(value, datetime) else None
+
+
 def _age(when: datetime | None, now: datetime) -> float | None:
     age = age_seconds(when, now)
     return None if age is None else round(max(age, 0.0), 1)
@@ -170,6 +188,31 @@ def _explain_dispatched(item, view, queue: str, depth) -> tuple[str, str]:
                           f"{busy} task(s) running: the workers are busy")
 
 
+def recoveries(now: datetime, *, hours: float, limit: int) -> list[dict]:
+    """What the monitor recovered (or alerted about) in the last ``hours``, newest first."""
+    return [recovery(r, now) for r in monitor.recent_recoveries(limit, since=now - timedelta(hours=hours))]
+
+
+def recovery(record: dict, now: datetime) -> dict:
+    """One ``proc_recoveries`` record as the API and the page show it."""
+    collection, id_text = record["collection"], str(record["id"])
+    action = record.get("action")
+    return {
+        "time": iso(record.get("time")),
+        "age_seconds": _age(record.get("time"), now),
+        "collection": collection,
+        "id": id_text,
+        "kind": record.get("kind"),
+        "status_before": record.get("status"),
+        "attempt": record.get("attempt"),
+        "action": action,
+        "action_text": ACTION_WORDS.get(action, action),
+        "reason": record.get("reason"),
+        "detail": record.get("detail") or "",
+        "url": url_for("page.proc_detail", collection=collection, id=id_text),
+    }
+
+
 def hints(counts: Counts, view: broker.BrokerView) -> list[str]:
     """Plain sentences answering "why are processes waiting: the limit, the broker or the workers?"."""
     said = []
@@ -204,7 +247,8 @@ def hints(counts: Counts, view: broker.BrokerView) -> list[str]:
     return said
 
 
-def build_status(*, inspect_timeout: float, attention_limit: int, workers: bool = True) -> dict:
+def build_status(*, inspect_timeout: float, attention_limit: int, workers: bool = True,
+                 recovery_hours: float = 24, recovery_limit: int = 50) -> dict:
     """Everything ``GET /api/status`` answers and the page shows."""
     queues = {k.settings.queue for k in registry.kinds()} or {"celery"}
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -216,13 +260,15 @@ def build_status(*, inspect_timeout: float, attention_limit: int, workers: bool 
     needs = attention(view, now, attention_limit)
     settings = config.get()
     return {
-        "generated_at": now.isoformat(timespec="milliseconds") + "Z",
+        "generated_at": iso(now),
         "counts": counts.totals,
         "oldest_age_seconds": {s: _age(counts.oldest.get(s), now) for s in ACTIVE},
         "kinds": [row.as_dict(now) for row in counts.kinds],
         "hints": hints(counts, view),
         "needs_attention": needs,
         "needs_attention_capped": len(needs) >= attention_limit,
+        "recoveries": recoveries(now, hours=recovery_hours, limit=recovery_limit),
+        "recoveries_window_hours": recovery_hours,
         "workers": {"asked": workers, "answered": view.workers_answered, "list": view.workers or [],
                     "inspect_timeout": inspect_timeout},
         "queues": view.as_dict()["queues"],

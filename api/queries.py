@@ -15,7 +15,7 @@ from proc.status import ProcessStatus as S
 from proc.timeutil import age_seconds, format_age, utcnow
 
 from .errors import ApiError, bad_parameter
-from .overview import STATUSES
+from .overview import STATUSES, iso
 
 MAX_LIMIT = 500
 SUMMARY_FIELDS = {"process_status": 1, "current_process": 1, "current_process_step": 1, "attempt": 1,
@@ -179,10 +179,6 @@ def detail(collection: str, id_text: str) -> dict:
             "recovery": kind.settings.recovery, "max_attempts": kind.settings.max_attempts},
         "actions": {"reset": repairable, "redispatch": repairable and kind is not None, "cancel": active},
     }
-
-
-def iso(value) -> str | None:
-    return value.isoformat(timespec="milliseconds") + "Z" if isinstance(value, datetime) else None
 
 
 def _rounded(value):

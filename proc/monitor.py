@@ -406,10 +406,14 @@ def ensure_indexes() -> None:
     db.database()[RECOVERIES].create_index("time", expireAfterSeconds=RECOVERY_RECORD_TTL)
 
 
-def recent_recoveries(limit: int = 50) -> list[dict]:
-    """The newest recoveries and alerts, newest first (for the check-status page)."""
+def recent_recoveries(limit: int = 50, *, since: datetime | None = None) -> list[dict]:
+    """The newest recoveries and alerts (at most ``limit``, none before ``since``), newest first.
+
+    One query on the ``time`` index (for the check-status page).
+    """
     coll = db.database()[RECOVERIES]
-    return list(coll.find({}, {"_id": 0}).sort("time", -1).limit(limit))
+    query = {} if since is None else {"time": {"$gte": since}}
+    return list(coll.find(query, {"_id": 0}).sort("time", -1).limit(limit))
 
 
 # -- the sweep ------------------------------------------------------------------------------

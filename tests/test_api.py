@@ -319,3 +319,73 @@ def test_create_app_serves_the_embedded_database_but_the_separate_server_entry_p
     sys.modules.pop("api.wsgi", None)
     with pytest.raises(ConfigurationError, match="embedded database"):
         importlib.import_module("api.wsgi")
+
+
+def test_status_and_page_name_each_recovery_of_the_monitor_with_its_reason_and_a_link(client):
+    from proc import monitor
+
+    html = client.get("/projects/admin/check-status/").get_data(as_text=True)
+    assert "Recently recovered" in html and "No recoveries in the last 24 h." in html
+    assert client.get("/api/status").get_json()["recoveries"] == []
+
+    config.configure(kind_settings={"upload.process_upload": {"recovery": "fail"}})
+    registry.forget_settings()
+    lost = seed(Upload, S.RUNNING, age=900, heartbeat=utcnow() - timedelta(seconds=600))
+    report = monitor.sweep(now=utcnow())
+    assert [o.action for o in report.outcomes] == [monitor.FAILED]
+
+    body = client.get("/api/status").get_json()
+    assert body["needs_attention"] == []  # recovered: no longer stuck
+    [entry] = body["recoveries"]
+    link = f"/projects/admin/check-status/procs/upload/{lost}"
+    assert {k: entry[k] for k in ("collection", "id", "kind", "status_before", "attempt", "action", "reason",
+                                  "url")} == {
+        "collection": "upload", "id": str(lost), "kind": "upload.process_upload", "status_before": "RUNNING",
+        "attempt": 1, "action": "failed", "reason": "worker heartbeat lost", "url": link}
+    assert entry["action_text"] == "marked it FAILURE"
+    from api.openapi import spec
+
+    described = spec()["components"]["schemas"]["Status"]["properties"]["recoveries"]["items"]
+    assert set(described["required"]) <= set(entry) <= set(described["properties"])
+    assert entry["detail"].startswith("worker heartbeat lost after 600 s on host celery@seed-host")
+    assert entry["time"].endswith("Z") and 0 <= entry["age_seconds"] < 60
+
+    for url in ("/projects/admin/check-status/", "/projects/admin/check-status/live"):
+        html = client.get(url).get_data(as_text=True)
+        panel = html[html.index('id="recoveries"'):html.index('id="kinds"')]
+        assert f'href="{link}"' in panel and str(lost)[-8:] in panel
+        assert "worker heartbeat lost" in panel and "marked it FAILURE" in panel
+        assert "No recoveries" not in panel
+        assert html.index('id="attention"') < html.index('id="recoveries"')
+
+    # The process's own page says the monitor failed it, and why.
+    detail = client.get(link).get_data(as_text=True)
+    history = detail[detail.index('id="history"'):]
+    assert "<td>monitor</td>" in history and "monitor: worker heartbeat lost" in history
+    assert "worker heartbeat lost after 600 s" in detail  # in its errors
+
+
+def test_recoveries_are_the_newest_of_the_window_at_most_the_limit(monkeypatch):
+    from api import create_app
+    from proc import db, monitor
+
+    now = utcnow()
+    records = [{"time": now - timedelta(minutes=i), "collection": "precheck", "id": ObjectId(),
+                "kind": "precheck.run", "status": "DISPATCHED", "attempt": 1, "reason": "not started by any worker",
+                "detail": "d", "action": action}
+               for i, action in enumerate([monitor.RETRIED, monitor.RESENT, monitor.JOINED, monitor.ALERTED])]
+    records.append({**records[0], "id": ObjectId(), "time": now - timedelta(hours=25)})  # out of the window
+    db.database()[monitor.RECOVERIES].insert_many(records)
+    finds = []
+    original = monitor.recent_recoveries
+    monkeypatch.setattr(monitor, "recent_recoveries", lambda *a, **k: finds.append(k) or original(*a, **k))
+    app = create_app({"TESTING": True, "PROC_INSPECT_TIMEOUT": 0.2, "PROC_API_TOKEN": None,
+                      "PROC_RECOVERY_LIMIT": 3})
+    body = app.test_client().get("/api/status?workers=false").get_json()
+    assert [r["id"] for r in body["recoveries"]] == [str(r["id"]) for r in records[:3]]
+    assert [r["action_text"] for r in body["recoveries"]] == [
+        "sent it again as a new attempt", "handed it to the broker again", "ran its lost join"]
+    assert len(finds) == 1 and body["recoveries_window_hours"] == 24
+    wide = create_app({"TESTING": True, "PROC_INSPECT_TIMEOUT": 0.2, "PROC_API_TOKEN": None,
+                       "PROC_RECOVERY_HOURS": 48})
+    assert len(wide.test_client().get("/api/status?workers=false").get_json()["recoveries"]) == 5

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from api_seed import seed
-from proc import admin, config, registry
+from proc import admin, config, monitor, registry
 from proc.demo.models import Precheck, Upload
 from proc.status import LIFECYCLE, ProcessStatus as S
 from proc.timeutil import utcnow
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SCREENSHOT = Path(__file__).resolve().parent.parent / "artifacts" / "check-status.png"
+RECOVERED_SCREENSHOT = SCREENSHOT.with_name("check-status-recovered.png")
 
 
 @pytest.fixture
@@ -149,3 +150,35 @@ def test_with_a_token_the_browser_signs_in_with_basic_auth_and_the_refresh_keeps
         seed(Precheck, S.RUNNING)
         wait_for(lambda: box_counts(browser)["RUNNING"] == 2, timeout=15, message="the refresh, signed in")
         assert "browser-t0ken" not in browser.page_source
+
+
+def test_recently_recovered_lists_the_monitors_recoveries_in_place_and_links_to_each_process(browser, server):
+    from selenium.webdriver.common.by import By
+
+    config.configure(kind_settings={"upload.process_upload": {"recovery": "fail"}})
+    registry.forget_settings()
+    first = seed(Upload, S.RUNNING, age=900, heartbeat=utcnow() - timedelta(seconds=600))
+    seed(Precheck, S.RUNNING, age=60)
+    assert [o.action for o in monitor.sweep().outcomes] == [monitor.FAILED]
+
+    browser.get(f"{server}/projects/admin/check-status/")
+    panel = text(browser, "#recoveries")
+    assert "worker heartbeat lost" in panel and "marked it FAILURE" in panel and str(first)[-8:] in panel
+    RECOVERED_SCREENSHOT.parent.mkdir(exist_ok=True)
+    browser.save_screenshot(str(RECOVERED_SCREENSHOT))
+
+    # A new recovery appears without a reload.
+    browser.execute_script("window.__sameDocument = 'yes';")
+    second = seed(Upload, S.RUNNING, age=900, heartbeat=utcnow() - timedelta(seconds=700))
+    monitor.sweep()
+    wait_for(lambda: str(second)[-8:] in text(browser, "#recoveries"), timeout=15,
+             message="the new recovery in the panel")
+    assert browser.execute_script("return window.__sameDocument;") == "yes"
+
+    # Each row links to its process, whose history says the monitor failed it. (Clicked in one
+    # script: the live part may be replaced between finding the link and clicking it.)
+    browser.execute_script("document.querySelector('#recoveries a[href$=\"/' + arguments[0] + '\"]').click();",
+                           f"upload/{first}")
+    wait_for(lambda: browser.find_elements(By.ID, "history"), timeout=10)
+    assert str(first) in browser.title
+    assert "monitor: worker heartbeat lost" in browser.find_element(By.ID, "history").text
