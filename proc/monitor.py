@@ -143,7 +143,14 @@ class _Revoker:
     A revoke is a broadcast that kombu retries without bound while the broker is away, so it
     must never hold up the thread that finished the process. Best effort: when the queue is
     full, revokes are dropped (the check would find the process finished and do nothing).
+
+    A broadcast reaches every worker, so ids are collected for up to ``LINGER`` seconds (or
+    ``BATCH`` ids) and revoked together: one broadcast per window, not one per process.
+    A check is due at its process's deadline, far later than the window.
     """
+
+    LINGER = 0.5
+    BATCH = 500
 
     def __init__(self, maxsize: int = 10000):
         self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
@@ -164,9 +171,10 @@ class _Revoker:
         while True:
             app, task_id = self.queue.get()
             ids = [task_id]
-            while len(ids) < 500:
+            window_ends = time.monotonic() + self.LINGER
+            while len(ids) < self.BATCH:
                 try:
-                    other_app, other = self.queue.get_nowait()
+                    other_app, other = self.queue.get(timeout=max(0.0, window_ends - time.monotonic()))
                 except queue.Empty:
                     break
                 if other_app is not app:
