@@ -146,10 +146,10 @@ def transition(
     settings = config.get()
     now = utcnow()
     new_attempt = attempt + 1 if r.new_attempt else attempt
-    entry = {"status": r.target.value, "event": event, "time": now, "attempt": new_attempt,
-             "host": host, "note": note}
-    if by:
-        entry["by"] = by
+    entry = {"status": r.target.value, "event": event, "time": now, "attempt": new_attempt}
+    for name, value in (("host", host), ("note", note), ("by", by)):
+        if value:  # absent rather than null: history is copied on every later write
+            entry[name] = value
     fields = dict(set or {})
     fields.update(process_status=r.target.value, last_status_change=now)
     if r.target in COMPLETED:
