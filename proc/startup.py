@@ -30,8 +30,13 @@ def refuse_legacy_documents(what: str) -> None:
 
 
 def check_worker_can_start() -> None:
+    """Run in the worker's main process before it forks its pool."""
     require_real_database("A Celery worker")
     db.connect()
-    db.ping()
-    registry.load_models()
-    refuse_legacy_documents("The worker")
+    try:
+        db.ping()
+        registry.load_models()
+        refuse_legacy_documents("The worker")
+    finally:
+        # A MongoClient must not cross a fork: each pool process connects on first use.
+        db.disconnect()
