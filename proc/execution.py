@@ -59,8 +59,7 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
     finally:
         heartbeat.stop(beat)
     spawned = children.end(doc)
-    step = beat.take_pending_step()
-    fields = {} if step is heartbeat._UNSET else {"current_process_step": step}
+    fields = beat.take_pending_fields()
     warnings: list[str] = []
 
     if not errors and spawned:

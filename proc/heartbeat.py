@@ -74,11 +74,11 @@ class Beat:
                     return
                 self.pending_step = step  # the thread already wakes at this beat's due time
 
-    def take_pending_step(self):
-        """The step not yet written (for the final status write), or ``_UNSET``."""
+    def take_pending_fields(self) -> dict:
+        """The step not yet written, as fields for the final status write (empty if none)."""
         with self.lock:
             step, self.pending_step = self.pending_step, _UNSET
-            return step
+        return {} if step is _UNSET else {"current_process_step": step}
 
 
 _beats: dict[int, Beat] = {}
