@@ -63,16 +63,19 @@ def count_children(collection: str, parent: dict, statuses) -> int:
     return sum(database()[name].count_documents(query) for name in parent.get("child_collections") or [])
 
 
-def children_of(parent, statuses=None) -> list:
-    """The child documents of ``parent``'s current attempt (optionally only in ``statuses``)."""
+def children_of(parent, statuses=None, limit: int | None = None) -> list:
+    """The child documents of ``parent``'s current attempt (optionally only in ``statuses``,
+    at most ``limit`` of them)."""
     key = machine.attempt_key(parent._get_collection_name(), parent.pk, parent.attempt)
     query = {"parent_key": key}
     if statuses:
         query["process_status"] = {"$in": [S(s).value for s in statuses]}
     found = []
     for name in parent.child_collections or []:
-        cls = registry.class_for(name)
-        found.extend(cls.objects(__raw__=query))
+        wanted = None if limit is None else limit - len(found)
+        if wanted == 0:
+            break
+        found.extend(registry.class_for(name).objects(__raw__=query).limit(wanted or 0))
     return found
 
 
@@ -105,13 +108,14 @@ def outcome(kind, doc) -> tuple[list[str], list[str]]:
     """(errors, warnings) for a parent whose children have all finished."""
     collection = doc._get_collection_name()
     raw = {"_id": doc.pk, "attempt": doc.attempt, "child_collections": doc.child_collections}
-    failed = children_of(doc, [S.FAILURE]) if count_children(collection, raw, [S.FAILURE]) else []
-    if not failed:
+    failures = count_children(collection, raw, [S.FAILURE])
+    if not failures:
         return [], []
     total = count_children(collection, raw, [S.SUCCESS, S.FAILURE])
-    details = [f"{type(c).__name__} {c.pk}: {(c.errors or ['failed'])[-1]}" for c in failed[:5]]
-    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
-    summary = f"{len(failed)} of {total} child processes failed: " + "; ".join(details) + more
+    named = children_of(doc, [S.FAILURE], limit=5)
+    details = [f"{type(c).__name__} {c.pk}: {(c.errors or ['failed'])[-1]}" for c in named]
+    more = f" (and {failures - len(named)} more)" if failures > len(named) else ""
+    summary = f"{failures} of {total} child processes failed: " + "; ".join(details) + more
     if kind.settings.tolerate_child_failures:
         return [], [summary]
     return [summary], []

@@ -356,3 +356,13 @@ def test_a_stopping_worker_finishes_what_it_runs(private_app):
     assert not stopper.is_alive()
     assert Job.objects.get(pk=job.pk).process_status == "SUCCESS"
     assert core_models.runs[str(job.pk)] == 1
+
+
+def test_a_parent_names_at_most_five_failed_children(worker):
+    parent = Parent(n=7, failing=7)
+    parent.save()
+    parent.fan_out()
+    parent.block_until_complete(30)
+    [error] = parent.errors
+    assert error.startswith("7 of 7 child processes failed: Child ")
+    assert error.count("failed on purpose") == 5 and error.endswith("(and 2 more)")
