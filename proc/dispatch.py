@@ -27,7 +27,7 @@ from .exceptions import BrokerUnavailable, ProcessAlreadyRunning, ProcError
 from .process import check_jsonable
 from .redact import redact_url
 from .status import PROCESSING, ProcessStatus as S
-from .timeutil import utcnow
+from .timeutil import age_seconds, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ def send(kind, raw: dict, *, have_slot: bool = False, note: str | None = None,
     key = machine.attempt_key(kind.collection, raw["_id"], attempt)
     if limit and not have_slot:
         slot = limits.acquire(kind.name, key, limit)
-        if slot is limits.Slot.HELD:
-            return None
+        if slot is limits.Slot.HELD and not abandoned(kind, raw):
+            return None  # its dispatcher is sending it right now
         if slot is limits.Slot.FULL:
             in_use = len(limits.holders(kind.name))
             machine.update_fields(coll, raw["_id"], attempt=attempt, statuses=[S.PENDING],
@@ -127,6 +127,14 @@ def send(kind, raw: dict, *, have_slot: bool = False, note: str | None = None,
     if kind.settings.monitor_checks:
         monitor.schedule(kind, dict(raw, deadline=due))
     return after
+
+
+def abandoned(kind, raw: dict) -> bool:
+    """A PENDING process whose slot is held but which is older than the queue timeout: the
+    caller that took the slot died before publishing (a live one publishes within
+    PROC_DISPATCH_TIMEOUT). Whoever finds it may send it; a second message is harmless."""
+    age = age_seconds(raw.get("last_status_change"))
+    return age is not None and age > kind.settings.queue_timeout
 
 
 def deadline(kind, raw: dict):
@@ -174,7 +182,8 @@ def pump(kind) -> int:
     coll = kind.cls._get_collection()
     sent = 0
     query = {"process_status": S.PENDING.value, "current_process": kind.method}
-    fields = {"attempt": 1, "process_args": 1, "celery_task_id": 1, "current_process_step": 1}
+    fields = {"attempt": 1, "process_args": 1, "celery_task_id": 1, "current_process_step": 1,
+              "last_status_change": 1}
     while True:
         batch = list(coll.find(query, fields).sort([("last_status_change", 1), ("_id", 1)]).limit(limit))
         progressed = False
@@ -183,7 +192,7 @@ def pump(kind) -> int:
             slot = limits.acquire(kind.name, key, limit)
             if slot is limits.Slot.FULL:
                 return sent
-            if slot is limits.Slot.HELD:
+            if slot is limits.Slot.HELD and not abandoned(kind, raw):
                 continue
             try:
                 send(kind, raw, have_slot=True)

@@ -288,3 +288,18 @@ def test_beat_runs_the_sweep_every_interval_and_drops_missed_ones():
 def test_states_the_monitor_treats_as_active_are_exactly_the_processing_ones():
     assert set(S) - {S.READY, S.SUCCESS, S.FAILURE} == {S.PENDING, S.DISPATCHED, S.RUNNING,
                                                          S.WAITING_FOR_RESULT}
+
+
+def test_a_pending_process_whose_dispatcher_died_holding_its_slot_is_sent():
+    """The caller took the kind's only slot, then died before publishing: past the queue
+    timeout the sweep sends the process itself instead of waiting for that slot forever."""
+    from proc import machine
+
+    raw = put("work_limited", "PENDING", age=5)
+    kind = registry.kind_named("fault_stall.work_limited")
+    key = machine.attempt_key(kind.collection, raw["_id"], raw["attempt"])
+    assert limits.acquire(kind.name, key, kind.settings.limit) is limits.Slot.ACQUIRED
+    monitor.sweep()
+    after = Stall._get_collection().find_one({"_id": raw["_id"]})
+    assert after["process_status"] == S.DISPATCHED.value and after["attempt"] == raw["attempt"]
+    assert limits.holders(kind.name) == [key]
