@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 
-from . import celeryconf, children, dispatch, limits, machine, registry, stuck
+from . import celeryconf, dispatch, limits, machine, registry, stuck
 from .exceptions import IllegalTransition, ProcError, ProcessHealthy, TransitionConflict
 from .status import ProcessStatus as S
 from .timeutil import utcnow
@@ -51,9 +51,7 @@ def reset(collection: str, id, *, by: str, force: bool = False) -> dict:
                                note=f"reset by {by}", by=by, host=socket.gethostname(), fetch=True)
     if after is None:
         raise TransitionConflict(f"{collection}/{id} changed while being reset; look again")
-    if kind is not None:
-        dispatch.release_slot(kind, raw["_id"], raw["attempt"])
-    children.notify_parent(after.get("parent"))
+    dispatch.attempt_over(kind, raw["_id"], raw["attempt"], parent=after.get("parent"))
     return after
 
 
@@ -85,7 +83,5 @@ def cancel(collection: str, id, *, by: str) -> dict:
             celeryconf.get_app().control.revoke(raw["celery_task_id"])
         except Exception as exc:  # the attempt check already makes the message harmless
             log.warning("could not revoke task %s: %s", raw["celery_task_id"], exc)
-    if kind is not None:
-        dispatch.release_slot(kind, raw["_id"], raw["attempt"])
-    children.notify_parent(after.get("parent"))
+    dispatch.attempt_over(kind, raw["_id"], raw["attempt"], parent=after.get("parent"))
     return after

@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from bson import json_util
 
-from . import celeryconf, db, limits, machine, registry
+from . import celeryconf, limits, machine, registry
 from .document import Proc, collection_of, require_saved
 from .exceptions import BrokerUnavailable, ProcessAlreadyRunning, ProcError
 from .process import check_jsonable
@@ -118,10 +118,8 @@ def send(kind, raw: dict, *, have_slot: bool = False, note: str | None = None,
                                note=note, by=by)
     if after is None:
         # A worker overtook the write: the attempt still needs its deadline.
-        with db.atomic():
-            coll.update_one({"_id": raw["_id"], "attempt": attempt, "deadline": None,
-                             "process_status": {"$in": sorted(st.value for st in PROCESSING)}},
-                            {"$set": {"deadline": due}})
+        machine.update_fields(coll, raw["_id"], attempt=attempt, statuses=PROCESSING,
+                              set={"deadline": due}, extra_filter={"deadline": None})
     from . import monitor
 
     if kind.settings.monitor_checks:
@@ -202,6 +200,21 @@ def pump(kind) -> int:
                 return sent
         if not progressed or len(batch) < limit:
             return sent
+
+
+def attempt_over(kind, id, attempt: int, *, parent: dict | None = None, task_id: str | None = None,
+                 slot: bool = True) -> None:
+    """An attempt left its active state (finished, failed, reset, cancelled): give back its
+    concurrency slot (``slot``), drop its pending monitor check (``task_id``), and let its
+    parent join if it was the last child. ``kind`` may be None (no known process method)."""
+    from . import children, monitor
+
+    if kind is not None:
+        if slot:
+            release_slot(kind, id, attempt)
+        if task_id and kind.settings.monitor_checks:
+            monitor.forget(task_id)  # its pending check would find it finished anyway
+    children.notify_parent(parent)
 
 
 def release_slot(kind, id, attempt: int) -> None:

@@ -14,7 +14,7 @@ import traceback
 
 from bson import json_util
 
-from . import children, dispatch, heartbeat, machine, monitor, registry
+from . import children, dispatch, heartbeat, machine, registry
 from .exceptions import ProcessFailure
 from .status import ProcessStatus as S
 from .timeutil import utcnow
@@ -82,11 +82,8 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
                                set=fields, errors=errors, warnings=warnings, note=note, host=host)
     if after is None:
         return _superseded(kind, doc)
-    if not joining:
-        dispatch.release_slot(kind, doc.pk, doc.attempt)
-    if kind.settings.monitor_checks:
-        monitor.forget(doc.celery_task_id)  # its pending check would find it finished anyway
-    children.notify_parent(doc.parent)
+    dispatch.attempt_over(kind, doc.pk, doc.attempt, parent=doc.parent, task_id=doc.celery_task_id,
+                          slot=not joining)
     return after["process_status"]
 
 

@@ -102,9 +102,10 @@ def rule(event: str) -> Rule:
         raise IllegalTransition(f"unknown event {event!r}; known: {sorted(RULES)}") from None
 
 
-def capped_push(values: Iterable[str]) -> dict:
-    """A ``$push`` operand that appends ``values`` keeping the newest PROC_MESSAGES_LIMIT."""
-    return {"$each": [str(v) for v in values], "$slice": -config.get().messages_limit}
+def capped_push(values: Iterable, cap: int | None = None) -> dict:
+    """A ``$push`` operand that appends ``values`` keeping the newest ``cap`` (default
+    PROC_MESSAGES_LIMIT)."""
+    return {"$each": list(values), "$slice": -(cap or config.get().messages_limit)}
 
 
 def transition(
@@ -161,7 +162,7 @@ def transition(
         pushes["warnings"] = ([str(w) for w in warnings], settings.messages_limit)
     update: dict = {
         "$set": fields,
-        "$push": {name: {"$each": values, "$slice": -cap} for name, (values, cap) in pushes.items()},
+        "$push": {name: capped_push(values, cap) for name, (values, cap) in pushes.items()},
     }
     if r.new_attempt:
         update["$inc"] = {"attempt": 1}
@@ -206,7 +207,8 @@ def transition(
 
 
 def update_fields(collection, id, *, attempt: int, statuses: Iterable, set: dict | None = None,
-                  warnings: Iterable[str] = (), errors: Iterable[str] = ()) -> bool:
+                  warnings: Iterable[str] = (), errors: Iterable[str] = (),
+                  extra_filter: dict | None = None) -> bool:
     """Change non-status fields of a document, only while it is in ``statuses`` at ``attempt``.
 
     Used for progress (``current_process_step``, ``heartbeat``) so a late write from a
@@ -217,15 +219,15 @@ def update_fields(collection, id, *, attempt: int, statuses: Iterable, set: dict
         update["$set"] = dict(set)
     push = {}
     if warnings:
-        push["warnings"] = capped_push(warnings)
+        push["warnings"] = capped_push(str(w) for w in warnings)
     if errors:
-        push["errors"] = capped_push(errors)
+        push["errors"] = capped_push(str(e) for e in errors)
     if push:
         update["$push"] = push
     if not update:
         return True
     query = {"_id": id, "attempt": attempt,
-             "process_status": {"$in": sorted(S(s).value for s in statuses)}}
+             "process_status": {"$in": sorted(S(s).value for s in statuses)}, **(extra_filter or {})}
     with db.atomic():
         result = collection.update_one(query, update)
     return result.matched_count == 1

@@ -327,15 +327,9 @@ def _fail(kind, raw: dict, reason: str, detail: str, *, fresh: bool = False) -> 
         extra_filter=None if fresh else _guard(raw, reason))
     if after is None:
         return Outcome(LOST_RACE, reason, "changed while being failed; nothing done")
-    dispatch.release_slot(kind, raw["_id"], raw["attempt"])
-    forget(raw.get("celery_task_id"))
-    parent = raw.get("parent")
-    if parent:  # a failed child may have been its parent's last one
-        try:
-            children.try_join(parent["collection"], parent["id"], parent["attempt"])
-        except Exception:
-            log.exception("monitor: join of parent %s/%s failed to start", parent.get("collection"),
-                          parent.get("id"))
+    # a failed child may have been its parent's last one
+    dispatch.attempt_over(kind, raw["_id"], raw["attempt"], parent=raw.get("parent"),
+                          task_id=raw.get("celery_task_id"))
     return Outcome(FAILED, reason, detail)
 
 
