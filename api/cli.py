@@ -11,19 +11,16 @@ import ipaddress
 
 import click
 
-from proc import config, db, registry, startup
+from proc import config, startup
 from proc.exceptions import ConfigurationError
 
 WHAT = "The status page server (procctl serve)"
 
 
-def check_can_serve(what: str = WHAT) -> None:
-    """Refuse to start on the embedded database or on documents in the old shape."""
-    startup.require_real_database(what)
-    db.connect()
-    db.ping()
-    registry.load_models()
-    startup.refuse_legacy_documents(what)
+def check_can_serve(what: str = WHAT, *, disconnect: bool = False) -> None:
+    """Refuse to start on the embedded database, an unreachable one, or documents in the old
+    shape (``proc.startup``); ``disconnect`` before gunicorn forks its workers."""
+    startup.check_separate_process(what, disconnect=disconnect)
 
 
 def is_loopback(host: str) -> bool:
@@ -55,7 +52,9 @@ def check_bind(host: str) -> None:
 def serve(host, port, dev, workers, threads):
     """Serve the check-status page, the JSON API, /healthz and /metrics (needs a real MongoDB)."""
     check_bind(host)
-    check_can_serve()
+    # gunicorn forks its workers from this process: no MongoClient may cross that fork.
+    # Each worker loads api.wsgi, which checks again and connects on its own.
+    check_can_serve(disconnect=not dev)
     if dev:
         from api import create_app
 

@@ -4,7 +4,7 @@ It refuses the embedded database and documents in the old shape before creating 
 app (``procctl serve`` runs the same checks first, so it fails with a clear message).
 """
 from api import create_app
-from api.cli import check_can_serve
+from proc import startup
 
-check_can_serve("The status page server (gunicorn api.wsgi:app)")
+startup.check_separate_process("The status page server (gunicorn api.wsgi:app)")
 app = create_app()

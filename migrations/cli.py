@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from proc import config
-from proc.exceptions import ConfigurationError
+from proc import config, db
+from proc.exceptions import ConfigurationError, DatabaseUnavailable
 
 from . import command
 from .errors import LockHeld
@@ -32,9 +32,12 @@ class DatafixGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (LockHeld, ConfigurationError) as exc:
+        except (LockHeld, ConfigurationError, DatabaseUnavailable) as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(EXIT_LOCKED if isinstance(exc, LockHeld) else EXIT_USAGE)
+        except db.OUTAGE_ERRORS as exc:
+            click.echo(f"Error: {db.unavailable(exc, 'running this command')}", err=True)
+            ctx.exit(EXIT_USAGE)
 
 
 @click.group(name="datafix", cls=DatafixGroup)

@@ -6,6 +6,7 @@ from .document import Proc
 from .exceptions import (
     BrokerUnavailable,
     ConfigurationError,
+    DatabaseUnavailable,
     IllegalTransition,
     ProcError,
     ProcessAlreadyRunning,
@@ -21,6 +22,7 @@ __all__ = [
     "BrokerUnavailable",
     "COMPLETED",
     "ConfigurationError",
+    "DatabaseUnavailable",
     "IllegalTransition",
     "KindSettings",
     "NOT_PROCESSING",

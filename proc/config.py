@@ -1,6 +1,6 @@
 """Settings, read from the environment once and overridable from Python (tests, shells).
 
-Every setting has a documented default here; ``docs/configuration.md`` lists them.
+Every setting has a documented default here; the README's "Configuration" table lists them.
 """
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ class Settings:
     """PROC_DISPATCH_TIMEOUT: longest a call waits for the broker before failing."""
     visibility_timeout: int = 3600
     """PROC_VISIBILITY_TIMEOUT: Redis redelivers an unacknowledged message after this."""
+    db_outage_timeout: float = 60.0
+    """PROC_DB_OUTAGE_TIMEOUT: how long a worker retries the writes a process's outcome depends
+    on (its claim, its final status) while MongoDB is away; below every heartbeat_timeout."""
     api_token: str | None = None
     """PROC_API_TOKEN: when set, the HTTP API and page require it."""
 
@@ -66,13 +69,14 @@ class Settings:
             ("heartbeat_interval", "PROC_HEARTBEAT_INTERVAL", float),
             ("dispatch_timeout", "PROC_DISPATCH_TIMEOUT", float),
             ("visibility_timeout", "PROC_VISIBILITY_TIMEOUT", int),
+            ("db_outage_timeout", "PROC_DB_OUTAGE_TIMEOUT", float),
         ):
             if env.get(var):
                 try:
                     values[name] = conv(env[var])
                 except ValueError:
                     raise ConfigurationError(f"{var}={env[var]!r} is not a number") from None
-                if values[name] <= 0:
+                if not values[name] > 0 or values[name] == float("inf"):
                     raise ConfigurationError(f"{var} must be positive, got {env[var]!r}")
         if env.get("PROC_API_TOKEN"):
             values["api_token"] = env["PROC_API_TOKEN"]

@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from bson import json_util
 
-from . import celeryconf, limits, machine, registry
+from . import celeryconf, db, limits, machine, registry
 from .document import Proc, collection_of, require_saved
 from .exceptions import BrokerUnavailable, ProcessAlreadyRunning, ProcError
 from .process import check_jsonable
@@ -35,7 +35,18 @@ TASK_NAME = "proc.run"
 
 
 def start(doc: Proc, method: str, args=(), kwargs=None, *, parent: dict | None = None) -> Proc:
-    """Call process ``method`` on ``doc``: see the module docstring. Returns ``doc``, updated."""
+    """Call process ``method`` on ``doc``: see the module docstring. Returns ``doc``, updated.
+
+    With the database away the call fails after ``serverSelectionTimeoutMS`` with
+    ``DatabaseUnavailable``; if the first write did not land, nothing was written.
+    """
+    try:
+        return _start(doc, method, args, kwargs, parent=parent)
+    except db.OUTAGE_ERRORS as exc:
+        raise db.unavailable(exc, f"calling {type(doc).__name__}.{method} on {doc.pk}") from None
+
+
+def _start(doc: Proc, method: str, args, kwargs, *, parent: dict | None) -> Proc:
     require_saved(doc)
     kind = registry.kind(type(doc), method)
     args, kwargs = list(args), dict(kwargs or {})
@@ -221,7 +232,8 @@ def release_slot(kind, id, attempt: int) -> None:
     """Give back the slot of one attempt and send the next held process of the kind."""
     if not kind.settings.limit:
         return
-    limits.release(kind.name, machine.attempt_key(kind.collection, id, attempt))
+    key = machine.attempt_key(kind.collection, id, attempt)
+    db.retrying(lambda: limits.release(kind.name, key), f"giving back the slot of {kind.name} {id}")
     try:
         pump(kind)
     except Exception:  # the monitor's sweep pumps again; a finished process stays finished

@@ -26,6 +26,14 @@ class TransitionConflict(ProcError):
     """
 
 
+class DatabaseUnavailable(ProcError):
+    """MongoDB did not answer in time (it is down, restarting, or electing a primary).
+
+    Raised to a caller whose call could not be recorded: nothing was written, so the call
+    can simply be made again once the database is back.
+    """
+
+
 class BrokerUnavailable(ProcError):
     """The broker did not accept a message in time. The process stays PENDING."""
 

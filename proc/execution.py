@@ -3,7 +3,8 @@
 The claim is the RUNNING transition, conditional on this message's attempt and on the
 process still being PENDING or DISPATCHED; it returns the document, so the method's
 document is loaded by that one write. A duplicate, redelivered or stale message finds
-nothing to claim and does nothing. One process's failure is recorded on its own document
+nothing to claim and does nothing. The claim and the end of the attempt ride out a short
+database outage (``durable`` writes, ``PROC_DB_OUTAGE_TIMEOUT``). One process's failure is recorded on its own document
 and never propagates to the worker or to other processes.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import traceback
 
 from bson import json_util
 
-from . import children, dispatch, heartbeat, machine, registry
+from . import children, db, dispatch, heartbeat, machine, registry
 from .exceptions import ProcessFailure
 from .status import ProcessStatus as S
 from .timeutil import utcnow
@@ -32,7 +33,7 @@ def run_message(collection: str, id_json: str, method: str, args, kwargs, attemp
     coll = cls._get_collection()
     raw = machine.transition(coll, pk, "claim", attempt=attempt,
                              set={"worker_hostname": host, "heartbeat": utcnow()},
-                             note=f"{method} started", host=host, fetch=True)
+                             note=f"{method} started", host=host, fetch=True, durable=True)
     if raw is None:
         log.info("ignored message for %s %s attempt %s: already claimed, finished or superseded",
                  kind.name, pk, attempt)
@@ -65,7 +66,7 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
     if not errors and spawned:
         fields["child_collections"] = sorted(set(doc.child_collections or []) | spawned)
         after = machine.transition(coll, doc.pk, "wait", attempt=doc.attempt, set=fields,
-                                   note="waiting for child processes", host=host)
+                                   note="waiting for child processes", host=host, durable=True)
         if after is None:
             return _superseded(kind, doc)
         if not joining:
@@ -74,12 +75,14 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
         return S.WAITING_FOR_RESULT.value
 
     if not errors and (joining or doc.child_collections):
-        errors, warnings = children.outcome(kind, doc)
+        errors, warnings = db.retrying(lambda: children.outcome(kind, doc),
+                                       f"counting the children of {kind.name} {doc.pk}")
 
     event = "fail" if errors else "succeed"
     note = f"{'join of ' if joining else ''}{doc.current_process} " + ("failed" if errors else "succeeded")
     after = machine.transition(coll, doc.pk, event, attempt=doc.attempt, sources=[S.RUNNING],
-                               set=fields, errors=errors, warnings=warnings, note=note, host=host)
+                               set=fields, errors=errors, warnings=warnings, note=note, host=host,
+                               durable=True)
     if after is None:
         return _superseded(kind, doc)
     dispatch.attempt_over(kind, doc.pk, doc.attempt, parent=doc.parent, task_id=doc.celery_task_id,
@@ -92,7 +95,8 @@ def _refresh_for_join(kind, doc, coll) -> None:
     fields = {"heartbeat": utcnow()}
     if doc.deadline is None or doc.deadline < fields["heartbeat"]:
         fields["deadline"] = dispatch.deadline(kind, doc.to_mongo().to_dict())
-    machine.update_fields(coll, doc.pk, attempt=doc.attempt, statuses=[S.RUNNING], set=fields)
+    db.retrying(lambda: machine.update_fields(coll, doc.pk, attempt=doc.attempt, statuses=[S.RUNNING],
+                                             set=fields), f"refreshing the join of {kind.name} {doc.pk}")
 
 
 def _superseded(kind, doc) -> str:

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 
-from . import config, machine
+from . import config, db, machine
 from .status import ProcessStatus as S
 from .timeutil import utcnow
 
@@ -41,6 +41,8 @@ class Beat:
         self.last_write = time.monotonic()  # the RUNNING claim wrote the first heartbeat
         self.pending_step = _UNSET
         self.superseded = False
+        self.failures = 0
+        """Beats in a row that the database did not take (an outage)."""
         self.lock = threading.Lock()
 
     @property
@@ -48,31 +50,49 @@ class Beat:
         return self.last_write + self.interval
 
     def write(self, step=_UNSET) -> None:
+        """Write the heartbeat (and the pending step) now. Never raises: while the database is
+        away the step stays pending and the next beat, an interval later, tries again."""
         with self.lock:
             if self.stopped:
                 return
             if step is not _UNSET:
                 self.pending_step = step
             fields = {"heartbeat": utcnow()}
-            if self.pending_step is not _UNSET:
-                fields["current_process_step"] = self.pending_step
+            sent = self.pending_step
+            if sent is not _UNSET:
+                fields["current_process_step"] = sent
             self.pending_step = _UNSET
             self.last_write = time.monotonic()
-        if not machine.update_fields(self.collection, self.id, attempt=self.attempt,
-                                     statuses=[S.RUNNING], set=fields):
+        try:
+            matched = machine.update_fields(self.collection, self.id, attempt=self.attempt,
+                                            statuses=[S.RUNNING], set=fields)
+        except db.OUTAGE_ERRORS as exc:
+            with self.lock:
+                if self.pending_step is _UNSET and not self.stopped:
+                    self.pending_step = sent  # keep it for the next beat (or the final write)
+                failures, self.failures = self.failures, self.failures + 1
+            (log.warning if failures == 0 else log.debug)(
+                "heartbeat of %s/%s not written, the database is away (%s); the step is kept "
+                "and written with the next beat", self.collection.name, self.id, type(exc).__name__)
+            return
+        if self.failures:
+            log.warning("heartbeat of %s/%s written again after %d failed beat(s)",
+                        self.collection.name, self.id, self.failures)
+            self.failures = 0
+        if not matched:
             self.superseded = True
             log.warning("%s/%s attempt %s was superseded (no longer RUNNING at this attempt); "
                         "its heartbeat writes change nothing", self.collection.name, self.id, self.attempt)
 
     def touch(self, step) -> None:
-        """Record ``step``: written now if the last write is an interval old, else with the next beat."""
+        """Record ``step`` for the heartbeat thread: written at once if the last write is an
+        interval old, else with the next beat. The method's thread never waits for the database."""
+        with self.lock:
+            if self.stopped:
+                return
+            self.pending_step = step
         if time.monotonic() >= self.due:
-            self.write(step)
-        else:
-            with self.lock:
-                if self.stopped:
-                    return
-                self.pending_step = step  # the thread already wakes at this beat's due time
+            _wake.set()
 
     def take_pending_fields(self) -> dict:
         """The step not yet written, as fields for the final status write (empty if none)."""

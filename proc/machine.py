@@ -124,6 +124,7 @@ def transition(
     by: str | None = None,
     extra_filter: dict | None = None,
     fetch: bool = False,
+    durable: bool = False,
 ) -> dict | None:
     """Apply ``event`` to the document ``id`` of the pymongo ``collection``, atomically.
 
@@ -135,6 +136,13 @@ def transition(
     with ``fetch=False`` (one ``update_one``), only ``_id``, ``attempt`` and the fields
     this write set. ``errors``/``warnings`` are appended (capped); ``set``/``unset``
     change other fields in the same write. A ``new_attempt`` event increments ``attempt``.
+
+    ``durable=True`` (the writes a process's outcome depends on: the claim, the end of an
+    attempt) rides out a database outage: the write is tried again with backoff for
+    ``PROC_DB_OUTAGE_TIMEOUT`` seconds (``db.retrying``). A retried write that matches
+    nothing may be matching nothing because its earlier try landed and only the reply was
+    lost: it then looks for its own result (this attempt at the target status, with this
+    write's history entry) and reports success if it finds it, superseded only if not.
     """
     r = rule(event)
     src = frozenset(S(s) for s in (sources if sources is not None else r.sources))
@@ -174,13 +182,27 @@ def transition(
     if extra_filter:
         query.update(extra_filter)
     coll = db.status_collection(collection)
-    with db.atomic():
-        if fetch:
-            before = coll.find_one_and_update(query, update, return_document=ReturnDocument.BEFORE)
-            matched = before is not None
-        else:
-            before = None
-            matched = coll.update_one(query, update).matched_count == 1
+
+    def write():
+        with db.atomic():
+            if fetch:
+                found = coll.find_one_and_update(query, update, return_document=ReturnDocument.BEFORE)
+                return found is not None, found
+            return coll.update_one(query, update).matched_count == 1, None
+
+    if durable:
+        retried = []
+        matched, before = db.retrying(write, f"writing {event} of {collection.name}/{id}",
+                                      on_retry=lambda: retried.append(True))
+        if not matched and retried:
+            landed = db.retrying(lambda: _own_result(coll, id, new_attempt, entry, fetch),
+                                 f"reading {collection.name}/{id} after {event}")
+            if landed is not None:
+                log.warning("%s %s/%s (attempt %s): the reply was lost in an outage, but the write "
+                            "had landed", event, collection.name, id, new_attempt)
+                return _landed(collection, id, event, r.target, new_attempt, note, landed, fields)
+    else:
+        matched, before = write()
     if not matched:
         log.info("%s %s/%s (attempt %s): no change, the document is not in %s at that attempt",
                  event, collection.name, id, attempt, "/".join(sorted(s.value for s in src)))
@@ -197,13 +219,37 @@ def transition(
         source = next(iter(src)) if len(src) == 1 else None
     after.update(fields)
     after["attempt"] = new_attempt
-    t = Transition(collection.name, id, event, source, r.target, new_attempt, note, after)
+    _notify(Transition(collection.name, id, event, source, r.target, new_attempt, note, after))
+    return after
+
+
+def _own_result(coll, id, attempt: int, entry: dict, fetch: bool) -> dict | None:
+    """The document if it shows this write's result: ``attempt`` at the target status with
+    this write's history entry (same event and time, to the millisecond)."""
+    query = {"_id": id, "attempt": attempt, "process_status": entry["status"],
+             "history": {"$elemMatch": {"event": entry["event"], "time": entry["time"],
+                                        "attempt": attempt}}}
+    return coll.find_one(query, None if fetch else {"_id": 1, "attempt": 1})
+
+
+def _landed(collection, id, event, target, attempt, note, stored: dict, fields: dict) -> dict:
+    """The result of a write whose reply was lost, from the document as stored."""
+    after = dict(stored)
+    if len(after) <= 2:  # a projection: report the fields this write set, as update_one does
+        after.update(fields)
+    history = stored.get("history") or []
+    source = S(history[-2]["status"]) if len(history) >= 2 and history[-2].get("status") in S.__members__ else None
+    t = Transition(collection.name, id, event, source, target, attempt, note, after)
+    _notify(t)
+    return after
+
+
+def _notify(t: "Transition") -> None:
     for listener in list(listeners):
         try:
             listener(t)
         except Exception:  # a listener must never break a status write
             log.exception("transition listener %r failed", listener)
-    return after
 
 
 def update_fields(collection, id, *, attempt: int, statuses: Iterable, set: dict | None = None,

@@ -5,8 +5,8 @@ import time
 
 import click
 
-from . import config, registry
 from . import monitor as sweeper
+from . import startup
 
 
 @click.command()
@@ -21,10 +21,7 @@ def monitor(once: bool, interval: float):
     """
     if interval <= 0:
         raise click.BadParameter("must be positive", param_hint="--interval")
-    registry.load_models()
-    if config.get().embedded_db:
-        click.echo("note: MONGODB_URI is the embedded database, which lives in this process only; "
-                   "this sweep sees only what this process created", err=True)
+    startup.check_separate_process("The monitor (procctl monitor)")
     while True:
         report = sweeper.sweep()
         for line in report.lines():

@@ -1,4 +1,21 @@
-"""Checks a separate server process (worker, API server) runs before it starts serving."""
+"""Checks every separate server process runs before it starts serving.
+
+A Celery worker, the API server (``procctl serve``, ``gunicorn api.wsgi:app``) and the
+monitor (``procctl monitor``) each run as a process of their own, so each one needs a
+real MongoDB. ``check_separate_process`` refuses to start, with one clear line, when:
+
+- ``MONGODB_URI`` is the embedded database (it lives inside one process; this one would
+  see none of the data);
+- the database does not answer a ping (the message names the URI, password hidden);
+- ``PROC_MODELS`` names a module that does not import;
+- ``PROC_DB_OUTAGE_TIMEOUT`` is not below every kind's ``heartbeat_timeout`` (a worker
+  riding out an outage would be declared dead by the monitor meanwhile);
+- documents the datafix can migrate are still in the old shape.
+
+Processes that fork (the worker's pool, gunicorn's workers) run the check in the parent
+and disconnect afterwards (``disconnect=True``): no MongoClient crosses a fork, and each
+child connects on its first use (``proc.db``).
+"""
 from __future__ import annotations
 
 import logging
@@ -20,6 +37,19 @@ def require_real_database(what: str) -> None:
         )
 
 
+def check_outage_timeout(kinds=None) -> None:
+    """``PROC_DB_OUTAGE_TIMEOUT`` must be below every kind's ``heartbeat_timeout``."""
+    outage = config.get().db_outage_timeout
+    for kind in registry.kinds() if kinds is None else kinds:
+        beat = kind.settings.heartbeat_timeout
+        if outage >= beat:
+            raise ConfigurationError(
+                f"PROC_DB_OUTAGE_TIMEOUT={outage:g} s is not below the heartbeat_timeout of "
+                f"{kind.name} ({beat:g} s): a worker riding out a database outage would be taken for "
+                "dead by the monitor meanwhile. Lower PROC_DB_OUTAGE_TIMEOUT or raise that kind's "
+                "heartbeat_timeout (@process or PROC_KIND_SETTINGS)")
+
+
 def refuse_legacy_documents(what: str) -> None:
     """Refuse to start while documents the datafix can migrate are still in the old shape."""
     try:
@@ -29,14 +59,23 @@ def refuse_legacy_documents(what: str) -> None:
     guard.refuse_if_legacy(what)
 
 
-def check_worker_can_start() -> None:
-    """Run in the worker's main process before it forks its pool."""
-    require_real_database("A Celery worker")
+def check_separate_process(what: str, *, disconnect: bool = False) -> None:
+    """Every check of the module docstring; raises ``ConfigurationError`` naming the problem.
+
+    ``disconnect=True`` closes the connection afterwards, for a process about to fork.
+    """
+    require_real_database(what)
     db.connect()
     try:
         db.ping()
         registry.load_models()
-        refuse_legacy_documents("The worker")
+        check_outage_timeout()
+        refuse_legacy_documents(what)
     finally:
-        # A MongoClient must not cross a fork: each pool process connects on first use.
-        db.disconnect()
+        if disconnect:
+            db.disconnect()
+
+
+def check_worker_can_start() -> None:
+    """Run in the worker's main process before it forks its pool."""
+    check_separate_process("A Celery worker", disconnect=True)

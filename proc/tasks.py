@@ -7,7 +7,9 @@ import threading
 from bson import json_util
 from celery import shared_task, signals
 
-from . import execution, heartbeat, monitor
+from . import db, execution, heartbeat, monitor
+
+log = logging.getLogger(__name__)
 
 RUN_TASK = "proc.run"
 
@@ -29,9 +31,21 @@ def _remember_worker(sender=None, request=None, **_):
         _received[request.id] = getattr(sender, "hostname", None) or request.hostname
 
 
+@signals.worker_process_init.connect(weak=False)
+def _connect_pool_process(**_):
+    """A prefork pool process connects on its own, right after the fork (the main process
+    closed its connection before forking, see ``proc.startup``). Threads and solo pools
+    connect on their first task; every task asks ``db.database()`` first."""
+    try:
+        db.database()
+    except Exception:  # connect=False makes this cheap and offline; the first task reports
+        log.exception("could not set up the MongoDB connection of this pool process")
+
+
 @shared_task(name=RUN_TASK, bind=True, acks_late=True, ignore_result=True)
 def run(self, collection, id_json, method, args, kwargs, attempt):
     """Run one attempt of one process (the only task proc sends for processes)."""
+    db.database()
     with _received_lock:
         host = _received.pop(self.request.id, None)
     return execution.run_message(collection, id_json, method, args, kwargs, attempt,
@@ -41,12 +55,14 @@ def run(self, collection, id_json, method, args, kwargs, attempt):
 @shared_task(name=monitor.CHECK_TASK, bind=True, acks_late=True, ignore_result=True)
 def monitor_check(self, collection, id_json, attempt):
     """The per-process check of one attempt (scheduled at its deadline; see ``proc.monitor``)."""
+    db.database()
     return monitor.check(collection, json_util.loads(id_json), attempt, app=self.app).action
 
 
 @shared_task(name=monitor.SWEEP_TASK, ignore_result=True)
 def monitor_sweep():
     """One sweep of the monitor (Celery beat runs it; see ``proc.celeryconf.beat_schedule``)."""
+    db.database()
     report = monitor.sweep()
     for line in report.lines():
         monitor.log.info("%s", line)

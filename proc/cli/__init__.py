@@ -8,18 +8,22 @@ import logging
 
 import click
 
-from .. import config
-from ..exceptions import ConfigurationError
+from .. import config, db
+from ..exceptions import ConfigurationError, DatabaseUnavailable
 
 
 class ProcGroup(click.Group):
-    """Turns configuration errors into a clear message and exit code 2, not a traceback."""
+    """Turns configuration errors and an unreachable database into one clear line and exit
+    code 2, not a traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except ConfigurationError as exc:
+        except (ConfigurationError, DatabaseUnavailable) as exc:
             click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+        except db.OUTAGE_ERRORS as exc:
+            click.echo(f"Error: {db.unavailable(exc, 'running this command')}", err=True)
             ctx.exit(2)
 
 
