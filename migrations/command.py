@@ -139,23 +139,24 @@ class _Session(NamedTuple):
 
 @contextlib.contextmanager
 def _session(name, uri, versions, to, collections, dry_run, lock_ttl, progress):
-    """Connect, load the datafixes, take the lock (none in a dry run), find the targets."""
+    """Connect, load the datafixes, find the targets; the lock (none in a dry run) is taken
+    before the first write (``Context._begin``), so a refused run leaves nothing behind."""
     database, scripts, limit = _setup(uri, versions, to)
     result = Result(name, dry_run)
     held = None if dry_run else Lock(database, command=name, ttl=lock_ttl)
     progress = progress or Progress()
     try:
         if held is not None:
-            held.acquire()
-            if held.took_over:
-                result.warnings.append(
-                    f"took over an expired lock left by {lock_module.describe(held.took_over)}")
+            held.check_free()
         entries = Ledger(database).all()
         result.collections = targets(database, collections, entries)
         yield _Session(database, scripts, limit, result, held, entries, result.collections, progress)
     finally:
         progress.close()
         if held is not None:
+            if held.took_over:
+                result.warnings.append(
+                    f"took over an expired lock left by {lock_module.describe(held.took_over)}")
             held.release()
 
 

@@ -51,6 +51,7 @@ class Lock:
         self.command = command
         self.ttl = timedelta(seconds=ttl)
         self.took_over: dict | None = None
+        self.held = False
 
     def acquire(self) -> "Lock":
         """Take the lock or raise ``LockHeld`` naming its owner; take over an expired one."""
@@ -63,14 +64,30 @@ class Lock:
                 before = self.collection.find_one_and_update(
                     query, {"$set": fields}, upsert=True, return_document=ReturnDocument.BEFORE)
         except DuplicateKeyError:
-            holder = self.collection.find_one({"_id": KEY}) or {"owner": "unknown"}
-            raise LockHeld(f"another datafix run holds the lock: {describe(holder)}. Wait for it, "
-                           "or if that run crashed, release it with `procctl datafix unlock --force`"
-                           ) from None
+            self.check_free()
+            raise LockHeld("another datafix run holds the lock: "
+                           f"{describe(self.collection.find_one({'_id': KEY}) or {'owner': 'unknown'})}. "
+                           "Wait for it, or if that run crashed, release it with "
+                           "`procctl datafix unlock --force`") from None
         if before and before.get("owner") != self.owner:
             self.took_over = before
             log.warning("took over an expired datafix lock left by %s", describe(before))
+        self.held = True
         return self
+
+    def check_free(self) -> None:
+        """Raise ``LockHeld`` if another run holds an unexpired lock. Only reads: a run checks
+        this first and takes the lock before its first write (``ensure``)."""
+        current = self.collection.find_one({"_id": KEY})
+        if current and current.get("owner") != self.owner and current.get("expires_at") \
+                and current["expires_at"] >= utcnow():
+            raise LockHeld(f"another datafix run holds the lock: {describe(current)}. Wait for it, "
+                           "or if that run crashed, release it with `procctl datafix unlock --force`")
+
+    def ensure(self) -> "Lock":
+        """Take the lock unless this run holds it already: called before a run's first write,
+        so a run that writes nothing (a refusal, nothing to do) creates no lock collection."""
+        return self if self.held else self.acquire()
 
     def renew(self) -> None:
         """Push the expiry forward; raise ``LockLost`` if another run took the lock."""
@@ -82,8 +99,11 @@ class Lock:
                            "this run stopped (re-run to continue; raise the TTL if batches are slow)")
 
     def release(self) -> None:
+        if not self.held:
+            return
         with db.atomic():
             self.collection.delete_one({"_id": KEY, "owner": self.owner})
+        self.held = False
 
     def __enter__(self) -> "Lock":
         return self.acquire()

@@ -24,7 +24,7 @@ from pymongo import UpdateOne
 
 from . import keyset
 from .backup import Backups
-from .errors import DatafixError, Refused
+from .errors import DatafixError, LockHeld, Refused
 from .ledger import APPLIED, FAILED, ROLLED_BACK, Ledger
 from .progress import Progress
 
@@ -268,6 +268,8 @@ class Context:
 
     def _begin(self) -> None:
         if not self._begun and not self.dry_run:
+            if self._lock is not None:
+                self._lock.ensure()
             self._ledger.start(self.script, self.run_id, self.direction, self._previous)
             self._begun = True
 
@@ -355,6 +357,8 @@ def run(ctx: Context, function) -> DatafixReport:
     except Refused as exc:
         ctx.report.state = "refused"
         ctx.report.refused = str(exc)
+    except LockHeld:  # taken before the first write: nothing was written, exit code 3
+        raise
     except BaseException as exc:
         reason = ("interrupted" if isinstance(exc, KeyboardInterrupt)
                   else f"{type(exc).__name__}: {exc}")

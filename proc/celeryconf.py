@@ -16,7 +16,7 @@ Settings that matter for correctness:
   (``MONITOR_QUEUE``), so the depth of a process queue counts processes only. Both queues
   are in ``task_queues``: a worker started without ``-Q`` consumes both; one started with
   ``-Q`` must name ``proc.monitor`` too (at least one worker must).
-- Beat runs the monitor's sweep every ``proc.monitor.DEFAULT_SWEEP_INTERVAL`` seconds
+- Beat runs the monitor's sweep every ``PROC_SWEEP_INTERVAL`` seconds (default 60)
   (``beat_schedule["proc-monitor-sweep"]``; run ``celery -A celery_app beat`` next to the
   workers, or ``procctl monitor`` instead). A sweep message expires after one interval, so
   sweeps missed while no worker ran do not pile up.
@@ -51,9 +51,9 @@ def max_countdown(app: Celery | None = None) -> float:
 
 def beat_schedule(interval: float | None = None) -> dict:
     """The periodic tasks of proc: the monitor's sweep."""
-    from .monitor import DEFAULT_SWEEP_INTERVAL, SWEEP_TASK
+    from .monitor import SWEEP_TASK
 
-    every = interval or DEFAULT_SWEEP_INTERVAL
+    every = interval or config.get().sweep_interval
     return {"proc-monitor-sweep": {"task": SWEEP_TASK, "schedule": every,
                                    "options": {"expires": every, "queue": MONITOR_QUEUE}}}
 

@@ -40,6 +40,8 @@ class Settings:
     db_outage_timeout: float = 60.0
     """PROC_DB_OUTAGE_TIMEOUT: how long a worker retries the writes a process's outcome depends
     on (its claim, its final status) while MongoDB is away; below every heartbeat_timeout."""
+    sweep_interval: float = 60.0
+    """PROC_SWEEP_INTERVAL: seconds between two sweeps of the monitor (Celery beat, procctl monitor)."""
     api_token: str | None = None
     """PROC_API_TOKEN: when set, the HTTP API and page require it."""
 
@@ -70,6 +72,7 @@ class Settings:
             ("dispatch_timeout", "PROC_DISPATCH_TIMEOUT", float),
             ("visibility_timeout", "PROC_VISIBILITY_TIMEOUT", int),
             ("db_outage_timeout", "PROC_DB_OUTAGE_TIMEOUT", float),
+            ("sweep_interval", "PROC_SWEEP_INTERVAL", float),
         ):
             if env.get(var):
                 try:

@@ -58,6 +58,15 @@ class Proc(Document):
     parent_key = StringField()
     child_collections = ListField(StringField())
 
+    # -- connection -------------------------------------------------------------------
+
+    @classmethod
+    def _get_collection(cls):
+        """The collection on this process's connection: connects on first use (``MONGODB_URI``)
+        and anew in a process forked from the one that connected (``proc.db``)."""
+        db.database()
+        return super()._get_collection()
+
     # -- identity ---------------------------------------------------------------------
 
     @classmethod

@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 CHECK_TASK = "proc.monitor_check"
 SWEEP_TASK = "proc.monitor_sweep"
 
-#: Seconds between two sweeps (Celery beat and ``procctl monitor`` without ``--interval``).
+#: Seconds between two sweeps by default (``PROC_SWEEP_INTERVAL`` sets it).
 DEFAULT_SWEEP_INTERVAL = 60.0
 
 #: Where recoveries are recorded for the check-status page (the process itself is the truth).

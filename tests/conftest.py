@@ -1,35 +1,133 @@
-"""Shared fixtures: an empty embedded database per test, a real Redis broker, a real
-in-process Celery worker (thread pool) that shares the embedded database."""
+"""Shared fixtures: an empty database per test, a real Redis broker, a real in-process
+Celery worker (thread pool) that shares the database.
+
+Two tiers run the same tests:
+
+- ``pytest``: the embedded database (mongomock-ng, in this process);
+- ``pytest --real-server``: a real MongoDB wire-protocol server: ``PROC_TEST_MONGODB_URI``
+  if set (e.g. a mongod), else a SecantusDB server this run starts as a process of its own
+  (one per run, a fresh database per test). Tests marked ``embedded_only`` (they test the
+  embedded database itself) skip there; tests marked ``real_server`` skip on the embedded tier.
+
+At the end of a run, every process the tests started must have ended (``support.spawn``
+records them; a process whose environment carries this run's marker, or a fork of the
+test process itself, found still alive fails the run).
+"""
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import uuid
 
 import pytest
 
+import support
 from proc import celeryconf, config, db, heartbeat, machine, registry
-from support import RedisServer, redis_answers, require
+from support import RedisServer, SecantusServer, make_test_app, redis_answers, require  # noqa: F401
 
-#: The test database: the embedded one, or a throw-away database on a real server
-#: (PROC_TEST_MONGODB_URI=mongodb://host/proc_test; every collection in it is dropped).
-TEST_DB_URI = os.environ.get("PROC_TEST_MONGODB_URI", "mongomock://localhost/proc_test")
+#: Every process started during this run inherits it (see ``pytest_sessionfinish``).
+SESSION_MARKER = f"PROC_TEST_SESSION={uuid.uuid4().hex}"
+
+_server: SecantusServer | None = None
+_numbers = itertools.count(1)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--real-server", action="store_true",
+                     help="run against a real MongoDB server: PROC_TEST_MONGODB_URI, else a "
+                          "SecantusDB server started for the run")
+
+
+def pytest_configure(config):
+    global _server
+    name, _, value = SESSION_MARKER.partition("=")
+    os.environ[name] = value
+    config.addinivalue_line("markers", "embedded_only: tests the embedded database itself "
+                                       "(skipped on the real server)")
+    config.addinivalue_line("markers", "real_server: needs a real MongoDB server (--real-server)")
+    if not config.getoption("--real-server"):
+        return
+    uri = os.environ.get("PROC_TEST_MONGODB_URI")
+    if not uri:
+        _server = SecantusServer(test_commands=True)
+        try:
+            _server.start()
+        except BaseException as exc:  # pytest.fail/skip outside a test: say it plainly
+            raise pytest.UsageError(f"--real-server: could not start secantusd-py: {exc}") from None
+        uri = _server.url
+    support.REAL_SERVER_URI = uri
+    support.install_command_listener()
+
+
+def pytest_report_header(config):
+    if support.REAL_SERVER_URI:
+        return f"database tier: real server at {support.REAL_SERVER_URI}"
+    return "database tier: embedded (mongomock-ng)"
+
+
+def pytest_collection_modifyitems(config, items):
+    real = support.real_tier()
+    for item in items:
+        if real and item.get_closest_marker("embedded_only"):
+            reason = item.get_closest_marker("embedded_only").kwargs.get(
+                "reason", "tests the embedded database itself")
+            item.add_marker(pytest.mark.skip(reason=f"embedded tier only: {reason}"))
+        if not real and item.get_closest_marker("real_server"):
+            item.add_marker(pytest.mark.skip(reason="real-server tier only (pytest --real-server)"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for proc in support.started:
+        if proc.poll() is None and proc is not getattr(_server, "process", None):
+            support.kill_group(proc)
+            session.config._proc_leftovers = getattr(session.config, "_proc_leftovers", []) + [proc.args]
+    if _server is not None:
+        _server.cleanup()
+    leftovers = support.processes_with_env(SESSION_MARKER) + support.forks_of_this_process()
+    named = getattr(session.config, "_proc_leftovers", [])
+    if leftovers or named:
+        lines = [f"  pid {pid}: {open(f'/proc/{pid}/cmdline', 'rb').read().replace(chr(0).encode(), b' ').decode(errors='replace')[:200]}"
+                 for pid in leftovers if support.alive(pid)]
+        lines += [f"  (killed) {' '.join(map(str, args))[:200]}" for args in named]
+        for pid in leftovers:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        print("\nERROR: processes started by the tests outlived them:\n" + "\n".join(lines))
+        session.exitstatus = 1
 
 
 @pytest.fixture(autouse=True)
 def database():
-    """An empty embedded database for every test (and the default settings)."""
+    """An empty database for every test (and the default settings): the embedded one, or a
+    fresh database on the real server, dropped afterwards."""
     config.reset()
-    config.configure(mongodb_uri=TEST_DB_URI, heartbeat_interval=0.2)
+    name = "proc_test" if not support.real_tier() else f"proc_test_{os.getpid()}_{next(_numbers)}"
+    uri = support.database_uri(name)
+    config.configure(mongodb_uri=uri, heartbeat_interval=0.2)
     registry.forget_settings()
-    database = db.connect(TEST_DB_URI)
+    database = db.connect(uri)
     registry.load_models()
-    for name in database.list_collection_names():
-        database.drop_collection(name)
+    if not support.real_tier():
+        for collection in database.list_collection_names():
+            database.drop_collection(collection)
     listeners = list(machine.listeners)
     yield database
     machine.listeners[:] = listeners
     heartbeat.stop_all()
+    if support.real_tier():
+        try:
+            db.connect(uri).client.drop_database(name)
+        except Exception:  # a test that stopped the server leaves its database behind
+            pass
+
+
+@pytest.fixture
+def database_uri(database):
+    """The URI of this test's database, for processes of their own (real tier)."""
+    return support.database_uri(database.name)
 
 
 @pytest.fixture(scope="session")
@@ -50,19 +148,6 @@ def redis_url():
         yield server.url
     finally:
         server.cleanup()
-
-
-def make_test_app(broker_url: str, **overrides):
-    """A Celery app on ``broker_url`` whose keys carry a prefix unique to this test run,
-    so concurrent test runs sharing one Redis never take each other's messages."""
-    settings = config.get()
-    app = celeryconf.make_app(config.Settings(**{**settings.__dict__, "broker_url": broker_url,
-                                                 "dispatch_timeout": 4.0}))
-    options = dict(app.conf.broker_transport_options)
-    options["global_keyprefix"] = f"proctest-{uuid.uuid4().hex[:8]}-"
-    app.conf.broker_transport_options = options
-    app.conf.update(worker_hijack_root_logger=False, **overrides)
-    return app
 
 
 @pytest.fixture(scope="session")

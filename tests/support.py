@@ -39,10 +39,11 @@ def require(reason: str):
 class RedisServer:
     """A private redis-server on a free port, for tests that stop, restart or purge a broker."""
 
-    def __init__(self):
+    def __init__(self, *, appendonly: bool = False):
         self.binary = shutil.which("redis-server")
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="proc-redis-")
+        self.appendonly = appendonly
         self.process = None
 
     @property
@@ -52,10 +53,9 @@ class RedisServer:
     def start(self) -> "RedisServer":
         if not self.binary:
             require("redis-server is not installed (run scripts/install-system-deps)")
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--appendonly", "yes" if self.appendonly else "no", "--dir", self.dir])
         wait_for(self.answers, timeout=10, message=f"redis-server on port {self.port}")
         return self
 
@@ -85,3 +85,295 @@ def redis_answers(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
     except Exception:
         return False
+
+
+# -- the real-server tier -------------------------------------------------------------------
+
+#: Set by conftest for the session: the MongoDB server of this run (None: the embedded one).
+REAL_SERVER_URI: str | None = None
+
+
+def real_tier() -> bool:
+    """True when this run tests against a real MongoDB wire-protocol server."""
+    return REAL_SERVER_URI is not None
+
+
+def database_uri(name: str) -> str:
+    """The URI of database ``name`` on this run's server (embedded or real)."""
+    if REAL_SERVER_URI is None:
+        return f"mongomock://localhost/{name}"
+    base, _, query = REAL_SERVER_URI.partition("?")
+    base = base.rstrip("/")
+    if base.count("/") > 2:  # the URI names a database: keep the host part only
+        base = base.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+def require_real_server(reason: str = "needs a real MongoDB server (run with --real-server)"):
+    if not real_tier():
+        pytest.skip(reason)
+
+
+# -- processes the tests start --------------------------------------------------------------
+
+#: Every process a test started (``spawn``); the session checks that none outlives it.
+started: list[subprocess.Popen] = []
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def venv_bin(name: str) -> str:
+    """The console script ``name`` of this interpreter's environment (the project's venv)."""
+    import sys
+
+    candidate = os.path.join(os.path.dirname(sys.executable), name)
+    return candidate if os.path.exists(candidate) else (shutil.which(name) or name)
+
+
+def spawn(args, *, env: dict | None = None, log: str | None = None, cwd: str | None = None,
+          **kwargs) -> subprocess.Popen:
+    """Start a process of its own (never a fork of the test process) and remember it.
+
+    Its output goes to ``log`` (a file path) if given, else nowhere. It is started in a
+    session of its own, so ``stop`` can signal the whole group it may fork.
+    """
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(args, env=env, cwd=cwd or PROJECT_DIR, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+    finally:
+        if log:
+            out.close()
+    started.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen, sig=None, timeout: float = 30.0) -> int | None:
+    """Send ``sig`` (default SIGTERM) to ``proc`` and wait for it; SIGKILL its group if it
+    does not end within ``timeout``. Returns its exit code."""
+    import signal
+
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, sig or signal.SIGTERM)
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return proc.poll()
+    kill_group(proc)
+    return proc.wait(timeout=10)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL every process of ``proc``'s session (a worker and its pool, gunicorn and its workers)."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` is a live process (not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def processes_with_env(marker: str) -> list[int]:
+    """Pids of live processes whose environment holds ``marker`` (``NAME=value``): every
+    process this session started, and whatever those started in turn."""
+    found = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker.encode() in f.read().split(b"\0") and alive(int(entry)):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def forks_of_this_process() -> list[int]:
+    """Live processes running this very command line other than this one: a fork of the
+    test process (``fork`` without ``exec``) shows up like that."""
+    me = os.getpid()
+    with open(f"/proc/{me}/cmdline", "rb") as f:
+        mine = f.read()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read() == mine and alive(int(entry)):
+                    with open(f"/proc/{entry}/environ", "rb") as e:
+                        env = e.read()
+                    with open(f"/proc/{me}/environ", "rb") as e:
+                        if env == e.read():
+                            found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+class SecantusServer:
+    """A SecantusDB server (a MongoDB wire-protocol server over WiredTiger) as a process of
+    its own, on a free port and a data directory of its own. It is GPL-2.0-only: proc never
+    imports it, the tests only talk to it over a socket."""
+
+    def __init__(self, data_dir: str | None = None, port: int | None = None, *,
+                 test_commands: bool = True):
+        self.binary = venv_bin("secantusd-py")
+        self.port = port or free_port()
+        self.own_dir = data_dir is None
+        self.dir = data_dir or tempfile.mkdtemp(prefix="proc-secantus-")
+        os.makedirs(self.dir, exist_ok=True)
+        self.test_commands = test_commands
+        self.process: subprocess.Popen | None = None
+        self.log = os.path.join(self.dir, "server.log")
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 30.0) -> "SecantusServer":
+        if not os.path.exists(self.binary) and not shutil.which(self.binary):
+            require("secantusd-py is not installed (pip install -e '.[test]')")
+        args = [self.binary, "--host", "127.0.0.1", "--port", str(self.port),
+                "--storage-path", os.path.join(self.dir, "db"), "--log-level", "WARNING"]
+        if self.test_commands:
+            args.append("--enable-test-commands")
+        self.process = spawn(args, log=self.log)
+        wait_for(self.answers, timeout=timeout, interval=0.05,
+                 message=f"secantusd-py on port {self.port} (log: {self.log})")
+        return self
+
+    def answers(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            pytest.fail(f"secantusd-py exited with {self.process.returncode}; see {self.log}")
+        import pymongo
+
+        try:
+            client = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=300, directConnection=True)
+            try:
+                return bool(client.admin.command("ping").get("ok"))
+            finally:
+                client.close()
+        except Exception:
+            return False
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server cleanly (SIGTERM), keeping its data for a restart."""
+        if self.process is not None:
+            stop(self.process, timeout=timeout)
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def make_test_app(broker_url: str, **overrides):
+    """A Celery app on ``broker_url`` whose keys carry a prefix unique to this test run,
+    so concurrent test runs sharing one Redis never take each other's messages."""
+    import uuid
+
+    from proc import celeryconf, config
+
+    settings = config.get()
+    app = celeryconf.make_app(config.Settings(**{**settings.__dict__, "broker_url": broker_url,
+                                                 "dispatch_timeout": 4.0}))
+    options = dict(app.conf.broker_transport_options)
+    options["global_keyprefix"] = f"proctest-{uuid.uuid4().hex[:8]}-"
+    app.conf.broker_transport_options = options
+    app.conf.update(worker_hijack_root_logger=False, **overrides)
+    return app
+
+
+class CommandCounter:
+    """Counts the operations that reach the database, as ``(operation, collection)``.
+
+    On a real server a pymongo ``CommandListener`` sees every command sent (the real round
+    trips); on the embedded database, which sends none, mongomock's collection methods are
+    counted instead. Operation names are pymongo's method names on both tiers
+    (``count_documents`` travels as an ``aggregate`` with a ``$group`` counter).
+    """
+
+    METHODS = ("aggregate", "find", "find_one", "count_documents", "find_one_and_update", "update_one")
+
+    def __init__(self, monkeypatch):
+        self.calls: list[tuple[str, str]] = []
+        if real_tier():
+            monkeypatch.setattr(_listener, "sinks", [self.calls])
+            return
+        import mongomock_ng.collection as mc
+
+        for name in self.METHODS:
+            original = getattr(mc.Collection, name)
+
+            def wrapper(coll, *args, _original=original, _name=name, **kwargs):
+                self.calls.append((_name, coll.name))
+                return _original(coll, *args, **kwargs)
+
+            monkeypatch.setattr(mc.Collection, name, wrapper)
+
+
+def _operation(command_name: str, command) -> str | None:
+    if command_name == "aggregate":
+        pipeline = command.get("pipeline") or []
+        last = pipeline[-1] if pipeline else {}
+        group = last.get("$group") if isinstance(last, dict) else None
+        if group and set(group) == {"_id", "n"} and group.get("n") == {"$sum": 1}:
+            return "count_documents"
+        return "aggregate"
+    if command_name == "find":
+        return "find_one" if command.get("limit") == 1 and command.get("singleBatch") else "find"
+    return {"findAndModify": "find_one_and_update", "update": "update_one", "insert": "insert",
+            "delete": "delete", "getMore": "getMore"}.get(command_name)
+
+
+class _Listener:
+    """A process-wide pymongo command listener feeding the counters of the running test."""
+
+    def __init__(self):
+        self.sinks: list[list] = []
+
+    def started(self, event):
+        if not self.sinks:
+            return
+        name = _operation(event.command_name, event.command)
+        if name is None:
+            return
+        collection = event.command.get(event.command_name)
+        for sink in self.sinks:
+            sink.append((name, collection if isinstance(collection, str) else ""))
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+_listener = _Listener()
+
+
+def install_command_listener() -> None:
+    """Register the listener for every MongoClient made from now on (conftest, real tier)."""
+    from pymongo import monitoring
+
+    class Listener(monitoring.CommandListener):
+        started = staticmethod(_listener.started)
+        succeeded = staticmethod(_listener.succeeded)
+        failed = staticmethod(_listener.failed)
+
+    monitoring.register(Listener())

@@ -8,6 +8,7 @@ from bson import ObjectId
 
 from api_seed import TOKEN, basic, bearer, client, flask_app, secured, secured_app, seed, seed_every_status  # noqa: F401
 from proc import celeryconf, config, limits, registry
+from support import CommandCounter
 from proc.demo.models import Entry, Precheck, Upload
 from proc.status import LIFECYCLE, ProcessStatus as S
 from proc.timeutil import utcnow
@@ -44,27 +45,8 @@ def test_status_counts_kinds_and_oldest_ages_of_seeded_processes(client):
     assert kinds["entry.process_entry"]["total"] == 0  # a registered kind is listed with no process
 
 
-class CallCounter:
-    """Counts calls reaching the database (mongomock collection methods)."""
-
-    METHODS = ("aggregate", "find", "find_one", "count_documents", "find_one_and_update", "update_one")
-
-    def __init__(self, monkeypatch):
-        import mongomock_ng.collection as mc
-
-        self.calls = []
-        for name in self.METHODS:
-            original = getattr(mc.Collection, name)
-
-            def wrapper(coll, *args, _original=original, _name=name, **kwargs):
-                self.calls.append((_name, coll.name))
-                return _original(coll, *args, **kwargs)
-
-            monkeypatch.setattr(mc.Collection, name, wrapper)
-
-
 def test_status_makes_the_same_number_of_database_round_trips_for_10_or_400_processes(client, monkeypatch):
-    counter = CallCounter(monkeypatch)
+    counter = CommandCounter(monkeypatch)
     for i in range(10):
         seed(Precheck, LIFECYCLE[i % 7])
     counter.calls.clear()
@@ -315,6 +297,7 @@ def test_create_app_serves_the_embedded_database_but_the_separate_server_entry_p
     from api import create_app
     from proc.exceptions import ConfigurationError
 
+    config.configure(mongodb_uri=config.EMBEDDED_MONGODB_URI)
     assert create_app({"TESTING": True}).test_client().get("/healthz").status_code == 200
     sys.modules.pop("api.wsgi", None)
     with pytest.raises(ConfigurationError, match="embedded database"):

@@ -162,6 +162,7 @@ def test_procctl_admin_actions_record_the_os_user(monkeypatch):
 def test_procctl_serve_refuses_another_address_without_a_token_and_the_embedded_database():
     from proc import config
 
+    config.configure(mongodb_uri=config.EMBEDDED_MONGODB_URI)
     runner = CliRunner()
     result = runner.invoke(cli, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2

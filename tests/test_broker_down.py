@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import make_test_app
+from support import make_test_app
 from core_models import Job
 from proc import BrokerUnavailable, celeryconf
 from support import free_port

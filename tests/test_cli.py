@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from core_models import Job
 from proc import ConfigurationError, config, db, machine
 from proc.cli import cli
-from conftest import TEST_DB_URI
 from proc.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,11 +85,11 @@ def test_settings_from_the_environment_name_the_bad_variable():
     assert s.kind_settings["upload.process_upload"]["limit"] == 2
 
 
-def test_a_bad_database_uri_is_named_with_its_password_hidden():
+def test_a_bad_database_uri_is_named_with_its_password_hidden(database_uri):
     with pytest.raises(ConfigurationError) as raised:
         db.connect("postgres://admin:hunter2@db/prod")
     assert "postgres://admin:***@db/prod" in str(raised.value) and "hunter2" not in str(raised.value)
-    db.connect(TEST_DB_URI)
+    db.connect(database_uri)
 
 
 def test_kind_settings_from_config_override_the_decorator():

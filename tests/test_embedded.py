@@ -21,6 +21,8 @@ from mongomock_ng.collection import Collection
 
 from proc import embedded
 
+pytestmark = pytest.mark.embedded_only(reason="these test mongomock-ng and the embedded client's _id lookup against mongomock's own scan")
+
 OIDS = [ObjectId("64b7f0c2a1b2c3d4e5f60718"), ObjectId("64b7f0c2a1b2c3d4e5f60719")]
 UUID = uuid.UUID("12345678-1234-5678-1234-567812345678")
 DATE = datetime(2021, 1, 1, 12, 30)

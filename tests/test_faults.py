@@ -16,7 +16,7 @@ from datetime import timedelta
 import pytest
 
 import fault_models as fm
-from conftest import make_test_app
+from support import make_test_app
 from fault_models import FaultChild, FaultParent, Stall
 from proc.inprocess import InProcessWorker
 from proc import BrokerUnavailable, celeryconf, children, dispatch, monitor, registry, stuck

@@ -174,8 +174,6 @@ def test_listeners_see_each_transition_and_cannot_break_it():
                     (S.PENDING, S.DISPATCHED, "dispatched")]
 
 
-def test_connect_is_idempotent_per_uri():
-    from conftest import TEST_DB_URI
-
-    first = db.connect(TEST_DB_URI)
-    assert db.connect(TEST_DB_URI) is first
+def test_connect_is_idempotent_per_uri(database_uri):
+    first = db.connect(database_uri)
+    assert db.connect(database_uri) is first

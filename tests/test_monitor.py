@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 import fault_models as fm
-from conftest import make_test_app
+from support import make_test_app
 from fault_models import Stall
 from proc import celeryconf, config, limits, monitor, registry, stuck
 from proc.status import ProcessStatus as S

@@ -314,7 +314,7 @@ def test_held_processes_are_sent_oldest_first_as_slots_free(worker):
 @pytest.fixture
 def private_app(redis_url):
     """A Celery app with keys of its own: no other in-process worker takes its messages."""
-    from conftest import make_test_app
+    from support import make_test_app
     from proc import celeryconf
 
     app = make_test_app(redis_url)

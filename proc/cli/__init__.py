@@ -39,11 +39,12 @@ def cli(uri, verbose):
 
 
 def _register() -> None:
-    from . import demo, shell, worker
+    from . import demo, shell, standalone, worker
 
     cli.add_command(demo.demo)
     cli.add_command(shell.shell)
     cli.add_command(worker.worker)
+    cli.add_command(standalone.standalone)
     for module, name in (("api.cli", "serve"), ("proc.monitor_cli", "monitor"),
                          ("migrations.cli", "datafix"), ("proc.admin_cli", "admin")):
         try:

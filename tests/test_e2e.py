@@ -1,0 +1,490 @@
+"""End to end, the way the README runs proc in production, on a real MongoDB server.
+
+Every component is a process of its own, started exactly as the README says:
+``celery -A celery_app worker`` (prefork), ``procctl serve`` (gunicorn), ``procctl
+monitor``, ``celery -A celery_app beat``, and callers (``e2e_caller.py``). Each test
+injects its fault for real (signals, stopped servers) and asserts every process's final
+state and how often its body ran (each body records its runs in ``e2e_runs``).
+
+Brokers are private ``redis-server``s (one per test); the database is this test's fresh
+database on the run's server, or a private SecantusDB where a test stops it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from bson import ObjectId
+
+import e2e_models as em
+import support
+from e2e_models import E2EJob, E2ELimited
+from proc import db, registry
+from support import RedisServer, SecantusServer, free_port, spawn, stop, venv_bin, wait_for
+
+pytestmark = [pytest.mark.real_server, pytest.mark.timeout(240)]
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class Deployment:
+    """The components of one test, each a process of its own, sharing one environment."""
+
+    def __init__(self, tmp_path, database_uri: str, broker_url: str, **settings):
+        self.tmp = tmp_path
+        self.database_uri = database_uri
+        self.broker_url = broker_url
+        self.settings = settings
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+
+    @property
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update({
+            "MONGODB_URI": self.database_uri, "CELERY_BROKER_URL": self.broker_url,
+            "PROC_MODELS": "e2e_models", "PYTHONPATH": TESTS_DIR,
+            "PROC_HEARTBEAT_INTERVAL": "0.3", "PROC_DB_OUTAGE_TIMEOUT": "2",
+        })
+        env.update({k: str(v) for k, v in self.settings.items()})
+        return env
+
+    def log(self, name: str) -> str:
+        return str(self.tmp / f"{name}.log")
+
+    def _start(self, name: str, args: list[str], ready: str | None = None, timeout: float = 60):
+        proc = spawn(args, env=self.env, log=self.log(name))
+        self.processes.append((name, proc))
+        if ready:
+            wait_for(lambda: self._check(name, proc, ready), timeout=timeout, interval=0.05,
+                     message=f"{name} to say {ready!r} (log {self.log(name)})")
+        return proc
+
+    def _check(self, name, proc, text) -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"{name} exited with {proc.returncode}:\n{self.output(name)[-3000:]}")
+        return text in self.output(name)
+
+    def output(self, name: str) -> str:
+        try:
+            with open(self.log(name), encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def worker(self, name: str = "w1", concurrency: int = 2, *extra: str) -> subprocess.Popen:
+        """``celery -A celery_app worker -l INFO`` (prefork), as the README starts it."""
+        return self._start(name, [venv_bin("celery"), "-A", "celery_app", "worker", "-l", "INFO",
+                                  "-c", str(concurrency), "-n", f"{name}@%h", *extra],
+                           ready=f"{name}@")
+
+    def worker_ready(self, name: str) -> None:
+        wait_for(lambda: " ready." in self.output(name), timeout=60, message=f"{name} ready")
+
+    def procctl_worker(self, name: str = "w1", concurrency: int = 2) -> subprocess.Popen:
+        """``procctl worker -c N``: the same worker, through proc's CLI."""
+        return self._start(name, [venv_bin("procctl"), "worker", "-c", str(concurrency)], ready=" ready.")
+
+    def beat(self, name: str = "beat") -> subprocess.Popen:
+        """``celery -A celery_app beat``: the monitor's periodic sweep, run by a worker."""
+        return self._start(name, [venv_bin("celery"), "-A", "celery_app", "beat", "-l", "INFO",
+                                  "-s", str(self.tmp / "beat-schedule")], ready="beat: Starting")
+
+    def serve(self, name: str = "web", *args: str, command=None) -> str:
+        """``procctl serve --port P`` (gunicorn); returns the base URL once it answers."""
+        port = free_port()
+        argv = command(port) if command else [venv_bin("procctl"), "serve", "--port", str(port), *args]
+        proc = self._start(name, argv)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: self._answers(name, proc, url), timeout=60, interval=0.1,
+                 message=f"gunicorn on {url}")
+        return url
+
+    def _answers(self, name, proc, url) -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"{name} exited with {proc.returncode}:\n{self.output(name)[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                return r.status == 200
+        except urllib.error.HTTPError as exc:
+            return exc.code in (401, 403)  # up, and asking for the token
+        except OSError:
+            return False
+
+    def monitor(self, name: str = "monitor", interval: float = 0.5) -> subprocess.Popen:
+        """``procctl monitor --interval S``."""
+        return self._start(name, [venv_bin("procctl"), "monitor", "--interval", str(interval)],
+                           ready="monitor: sweeping")
+
+    def call(self, docs, *, check: bool = True) -> subprocess.CompletedProcess:
+        """Call ``run()`` on ``docs`` from a caller process of its own."""
+        collection = docs[0]._get_collection_name()
+        result = subprocess.run([sys.executable, os.path.join(TESTS_DIR, "e2e_caller.py"), collection,
+                                 *[str(d.pk) for d in docs]], env=self.env, capture_output=True,
+                                text=True, timeout=120, cwd=support.PROJECT_DIR)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.processes):
+            stop(proc, signal.SIGTERM, timeout=20)
+            support.kill_group(proc)  # pool processes orphaned by a SIGKILLed main process
+
+
+@pytest.fixture
+def broker():
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def deploy(tmp_path, database_uri, broker):
+    made: list[Deployment] = []
+
+    def make(database_uri=database_uri, broker_url=None, **settings) -> Deployment:
+        d = Deployment(tmp_path, database_uri, broker_url or broker.url, **settings)
+        made.append(d)
+        return d
+
+    registry.load_models(["e2e_models"])
+    yield make
+    for d in made:
+        d.stop_all()
+
+
+def jobs(n: int = 1, cls=E2EJob, **fields) -> list:
+    docs = [cls(**fields) for _ in range(n)]
+    for d in docs:
+        d.save()
+    return docs
+
+
+def reload(doc):
+    return doc.reload()
+
+
+def status_of(doc) -> tuple[str, int]:
+    doc.reload_status()
+    return doc.process_status, doc.attempt
+
+
+def successes(doc) -> int:
+    return sum(1 for h in doc.history if h["status"] == "SUCCESS")
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.load(r)
+
+
+# -- the production path --------------------------------------------------------------------
+
+
+def test_processes_run_on_prefork_workers_and_the_gunicorn_page_shows_their_transitions(deploy):
+    d = deploy()
+    d.worker("w1", 2)
+    url = d.serve()
+    docs = jobs(6, hold=0.2)
+    d.call(docs)
+    for doc in docs:
+        wait_for(lambda doc=doc: status_of(doc) == ("SUCCESS", 1), timeout=30, message="SUCCESS")
+        assert [r["attempt"] for r in em.runs_of(doc)] == [1]
+        assert doc.reload().current_process_step == "last step"
+        assert doc.worker_hostname.startswith("w1@")
+    pids = {r["pid"] for doc in docs for r in em.runs_of(doc)}
+    assert os.getpid() not in pids
+    status = get_json(f"{url}/api/status?workers=false")
+    assert status["counts"]["SUCCESS"] == 6
+    for name in ("w1", "web"):
+        assert "MongoClient opened before fork" not in d.output(name), name
+    assert "ConnectionFailure" not in d.output("w1")
+    shell = subprocess.run([venv_bin("procctl"), "shell"], env=d.env, capture_output=True, text=True,
+                           timeout=60, input="print('jobs:', E2EJob.objects(process_status='SUCCESS').count())\n")
+    assert shell.returncode == 0 and "jobs: 6" in shell.stdout, shell.stderr
+
+
+def test_gunicorn_api_wsgi_and_procctl_serve_with_a_token_on_every_address(deploy):
+    d = deploy(PROC_API_TOKEN="e2e-token-123")
+    url = d.serve("web", "--host", "0.0.0.0")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get_json(f"{url}/api/status?workers=false")
+    assert refused.value.code == 401
+    request = urllib.request.Request(f"{url}/api/status?workers=false",
+                                     headers={"Authorization": "Bearer e2e-token-123"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert json.load(r)["counts"]["READY"] == 0
+    plain = d.serve("gunicorn", command=lambda port: [venv_bin("gunicorn"), "api.wsgi:app", "-b",
+                                                      f"127.0.0.1:{port}", "-w", "2"])
+    jobs(2)
+    request = urllib.request.Request(f"{plain}/api/status?workers=false",
+                                     headers={"Authorization": "Bearer e2e-token-123"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert json.load(r)["counts"]["READY"] == 2
+    for name in ("web", "gunicorn"):
+        assert "MongoClient opened before fork" not in d.output(name), name
+
+
+def test_celery_beat_drives_the_sweep_on_a_worker_without_procctl_monitor(deploy):
+    d = deploy(PROC_SWEEP_INTERVAL=0.5,
+               PROC_KIND_SETTINGS=json.dumps({"e2e_job.run": {"recovery": "fail", "queue_timeout": 1}}))
+    docs = jobs(2, hold=0.1)
+    d.call(docs)
+    d.worker("w1", 1, "-Q", "proc.monitor")  # consumes the monitor's queue only: the jobs stay queued
+    d.beat()
+    for doc in docs:
+        wait_for(lambda doc=doc: status_of(doc)[0] == "FAILURE", timeout=30, message="failed by the sweep")
+        assert doc.reload().history[-1]["by"] == "monitor" and em.runs_of(doc) == []
+
+
+def test_a_pool_process_sigkilled_mid_run_is_retried_by_the_monitor(deploy):
+    d = deploy()
+    d.worker("w1", 2)
+    d.monitor()
+    [doc] = jobs(1, wait_for_gate=True)
+    d.call([doc])
+    [first] = wait_for(lambda: em.runs_of(doc), timeout=30, message="the body to start")
+    os.kill(first["pid"], signal.SIGKILL)
+    em.open_gate(doc)  # attempt 2 need not wait
+    wait_for(lambda: status_of(doc) == ("SUCCESS", 2), timeout=60, message="attempt 2 to succeed")
+    runs = em.runs_of(doc)
+    assert [r["attempt"] for r in runs] == [1, 2]
+    assert runs[1]["pid"] != first["pid"]
+    [redispatch] = [h for h in doc.history if h["event"] == "redispatch"]
+    assert redispatch["by"] == "monitor" and redispatch["note"] == "monitor: worker heartbeat lost"
+    assert successes(doc) == 1
+
+
+def test_the_workers_main_process_sigkilled_then_a_new_worker_finishes_it(deploy):
+    d = deploy(PROC_VISIBILITY_TIMEOUT=6)
+    first = d.worker("w1", 1)
+    d.monitor()
+    [doc] = jobs(1, wait_for_gate=True)
+    d.call([doc])
+    wait_for(lambda: em.runs_of(doc), timeout=30, message="the body to start")
+    os.kill(first.pid, signal.SIGKILL)
+    support.kill_group(first)  # its pool process too: the machine lost the whole worker
+    em.open_gate(doc)
+    d.worker("w2", 1)
+    wait_for(lambda: status_of(doc)[0] == "SUCCESS", timeout=60, message="SUCCESS on the new worker")
+    assert 1 <= len(em.runs_of(doc)) <= 2
+    assert successes(doc) == 1
+    assert doc.worker_hostname.startswith("w2@")
+
+
+def test_sigterm_is_a_warm_shutdown_and_queued_processes_wait_for_the_next_worker(deploy):
+    d = deploy()
+    first = d.worker("w1", 1)
+    [running] = jobs(1, wait_for_gate=True)
+    d.call([running])
+    wait_for(lambda: em.runs_of(running), timeout=30, message="the first body to start")
+    queued = jobs(3, hold=0.1)
+    d.call(queued)
+    os.kill(first.pid, signal.SIGTERM)
+    wait_for(lambda: "warm shutdown" in d.output("w1").lower(), timeout=20, message="warm shutdown")
+    em.open_gate(running)
+    assert first.wait(timeout=60) == 0
+    assert status_of(running) == ("SUCCESS", 1) and len(em.runs_of(running)) == 1
+    for doc in queued:
+        assert status_of(doc)[0] == "DISPATCHED" and em.runs_of(doc) == []
+    d.worker("w2", 2)
+    for doc in queued:
+        wait_for(lambda doc=doc: status_of(doc) == ("SUCCESS", 1), timeout=30, message="queued ones run")
+        assert len(em.runs_of(doc)) == 1 and doc.worker_hostname.startswith("w2@")
+
+
+def test_redis_restarted_with_its_data_between_dispatch_and_run_runs_it_once(deploy, tmp_path):
+    redis = RedisServer(appendonly=True).start()
+    try:
+        d = deploy(broker_url=redis.url)
+        docs = jobs(3, hold=0.1)
+        d.call(docs)
+        assert all(status_of(doc)[0] == "DISPATCHED" for doc in docs)
+        redis.stop()
+        redis.start()  # same port, same directory: its append-only file has the messages
+        d.procctl_worker("w1", 2)
+        for doc in docs:
+            wait_for(lambda doc=doc: status_of(doc) == ("SUCCESS", 1), timeout=30, message="run after restart")
+            assert len(em.runs_of(doc)) == 1
+    finally:
+        redis.cleanup()
+
+
+def test_redis_restarted_empty_the_monitor_sends_it_again_after_its_queue_timeout(deploy):
+    redis = RedisServer().start()
+    try:
+        d = deploy(broker_url=redis.url)
+        docs = jobs(2, hold=0.1)
+        d.call(docs)
+        redis.stop()
+        redis.start()  # no persistence: the messages are gone
+        d.worker("w1", 2)
+        d.monitor()
+        for doc in docs:
+            wait_for(lambda doc=doc: status_of(doc) == ("SUCCESS", 2), timeout=60,
+                     message="sent again as attempt 2 and run")
+            assert [r["attempt"] for r in em.runs_of(doc)] == [2]
+            [redispatch] = [h for h in doc.history if h["event"] == "redispatch"]
+            assert redispatch["by"] == "monitor"
+    finally:
+        redis.cleanup()
+
+
+def test_two_monitors_sweeping_at_once_recover_each_process_exactly_once(deploy):
+    d = deploy(PROC_KIND_SETTINGS=json.dumps({"e2e_job.run": {"recovery": "fail", "queue_timeout": 1}}))
+    docs = jobs(10, hold=0.1)
+    d.call(docs)  # no worker: they stay DISPATCHED past their queue timeout
+    d.monitor("m1", interval=0.2)
+    d.monitor("m2", interval=0.2)
+    for doc in docs:
+        wait_for(lambda doc=doc: status_of(doc)[0] == "FAILURE", timeout=30, message="failed by a monitor")
+    wait_for(lambda: db.database()["proc_recoveries"].count_documents({}) >= 10, timeout=10,
+             message="the recovery records")
+    for doc in docs:
+        fails = [h for h in doc.reload().history if h["event"] == "fail"]
+        assert len(fails) == 1 and fails[0]["by"] == "monitor"
+        assert db.database()["proc_recoveries"].count_documents({"id": doc.pk}) == 1
+        assert em.runs_of(doc) == []
+    assert db.database()["proc_recoveries"].count_documents({}) == 10
+
+
+def test_a_limit_of_4_holds_across_3_callers_and_2_workers(deploy):
+    d = deploy()
+    d.worker("w1", 3)
+    d.worker("w2", 3)
+    url = d.serve()
+    docs = jobs(50, cls=E2ELimited, hold=0.3)
+    callers = [subprocess.Popen([sys.executable, os.path.join(TESTS_DIR, "e2e_caller.py"), "e2e_limited",
+                                 *[str(doc.pk) for doc in docs[i::3]]], env=d.env, cwd=support.PROJECT_DIR)
+               for i in range(3)]
+    support.started.extend(callers)
+    peak = [0]
+
+    def all_done() -> bool:
+        counts = get_json(f"{url}/api/status?workers=false")["counts"]
+        peak[0] = max(peak[0], counts["RUNNING"])
+        return counts["SUCCESS"] == 50
+
+    wait_for(all_done, timeout=120, interval=0.05, message="50 SUCCESS on /api/status")
+    assert [c.wait(timeout=30) for c in callers] == [0, 0, 0]
+    assert 1 <= peak[0] <= 4
+    for doc in docs:
+        assert len(em.runs_of(doc)) == 1
+    assert len({d.reload().worker_hostname.split("@")[0] for d in docs}) == 2  # both workers ran some
+
+
+# -- the database goes away ------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_db(tmp_path):
+    server = SecantusServer(str(tmp_path / "secantus")).start()
+    yield server
+    server.cleanup()
+
+
+def test_mongodb_stopped_for_15_s_mid_run_costs_nothing(deploy, private_db):
+    uri = private_db.url + "e2e"
+    db.connect(uri)
+    d = deploy(database_uri=uri, PROC_DB_OUTAGE_TIMEOUT=40,
+               PROC_KIND_SETTINGS=json.dumps({"e2e_job.run": {"heartbeat_timeout": 60},
+                                             "e2e_limited.run": {"heartbeat_timeout": 60}}))
+    d.worker("w1", 1)
+    [doc] = jobs(1, hold=4.0)
+    d.call([doc])
+    wait_for(lambda: (doc.reload_status().current_process_step or "").startswith("step"), timeout=30,
+             message="the body to report a step")
+    private_db.stop()
+    stopped = __import__("time").monotonic()
+    wait_for(lambda: "not written, the database is away" in d.output("w1"), timeout=30,
+             message="the worker to notice the outage")
+    wait_for(lambda: __import__("time").monotonic() - stopped >= 15, timeout=20, interval=0.2,
+             message="15 s of outage")
+    private_db.start()
+    db.connect(uri)
+    wait_for(lambda: status_of(doc)[0] == "SUCCESS", timeout=60, message="SUCCESS after the outage")
+    doc.reload()
+    assert doc.attempt == 1 and len(em.runs_of(doc)) == 1
+    assert doc.current_process_step == "last step"
+    assert successes(doc) == 1 and doc.errors == []
+
+
+def test_a_caller_while_mongodb_is_down_gets_database_unavailable_and_nothing_is_written(deploy, private_db):
+    uri = private_db.url.replace("mongodb://", "mongodb://app:s3cret@") + "e2e?authSource=admin"
+    db.connect(private_db.url + "e2e")
+    [doc] = jobs(1)
+    before = E2EJob._get_collection().find_one({"_id": doc.pk})
+    d = deploy(database_uri=uri)
+    caller = subprocess.Popen([sys.executable, os.path.join(TESTS_DIR, "e2e_caller.py"), "--wait", "e2e_job",
+                               str(doc.pk)], env={**d.env, "MONGODB_URI": private_db.url + "e2e"},
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=support.PROJECT_DIR)
+    support.started.append(caller)
+    assert caller.stdout.readline().strip() == "loaded"
+    private_db.stop()
+    out, err = caller.communicate("go\n", timeout=60)
+    assert caller.returncode == 1
+    assert err.startswith("DatabaseUnavailable: MongoDB at MONGODB_URI=mongodb://127.0.0.1:"), err
+    private_db.start()
+    db.connect(private_db.url + "e2e")
+    assert E2EJob._get_collection().find_one({"_id": doc.pk}) == before
+    # the same message, password hidden, from a process configured with credentials
+    private_db.stop()
+    result = subprocess.run([venv_bin("procctl"), "monitor", "--once"], env=d.env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert "mongodb://app:***@127.0.0.1:" in result.stderr and "s3cret" not in result.stderr
+
+
+# -- the startup checks of every separate process ------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [
+    ["celery", "-A", "celery_app", "worker", "-l", "INFO"],
+    ["procctl", "worker"],
+    ["procctl", "serve", "--port", "0"],
+    ["procctl", "monitor", "--once"],
+])
+def test_every_separate_process_refuses_an_unreachable_database_naming_it(command):
+    port = free_port()
+    env = {**os.environ, "MONGODB_URI": f"mongodb://ops:hunter2@127.0.0.1:{port}/prod",
+           "PROC_MODELS": "e2e_models", "PYTHONPATH": TESTS_DIR, "PROC_DB_OUTAGE_TIMEOUT": "2"}
+    result = subprocess.run([venv_bin(command[0]), *command[1:]], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=support.PROJECT_DIR)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]
+    assert f"MONGODB_URI=mongodb://ops:***@127.0.0.1:{port}/prod did not answer" in line
+    assert "check MONGODB_URI" in line and "hunter2" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("command", [["celery", "-A", "celery_app", "worker"], ["procctl", "serve"],
+                                     ["procctl", "monitor"]])
+def test_every_separate_process_refuses_an_outage_timeout_above_a_heartbeat_timeout(command, database_uri):
+    env = {**os.environ, "MONGODB_URI": database_uri, "PROC_MODELS": "e2e_models", "PYTHONPATH": TESTS_DIR,
+           "PROC_DB_OUTAGE_TIMEOUT": "10"}
+    result = subprocess.run([venv_bin(command[0]), *command[1:]], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=support.PROJECT_DIR)
+    assert result.returncode == 2
+    assert ("PROC_DB_OUTAGE_TIMEOUT=10 s is not below the heartbeat_timeout of e2e_job.run (4 s)"
+            in result.stderr)
+
+
+def test_workers_and_servers_refuse_documents_in_the_old_shape_naming_the_datafix(database, database_uri):
+    database["e2e_job"].insert_one({"_id": ObjectId(), "tasks": ["run"], "current_task": "run",
+                                    "tasks_status": "SUCCESS"})
+    env = {**os.environ, "MONGODB_URI": database_uri, "PROC_MODELS": "e2e_models", "PYTHONPATH": TESTS_DIR,
+           "PROC_DB_OUTAGE_TIMEOUT": "2"}
+    for command in (["celery", "-A", "celery_app", "worker"], ["procctl", "serve"], ["procctl", "monitor"]):
+        result = subprocess.run([venv_bin(command[0]), *command[1:]], env=env, capture_output=True,
+                                text=True, timeout=60, cwd=support.PROJECT_DIR)
+        assert result.returncode == 2, command
+        assert "procctl datafix upgrade" in result.stderr and "e2e_job" in result.stderr, command
+    status = subprocess.run([venv_bin("procctl"), "datafix", "status"], env=env, capture_output=True,
+                            text=True, timeout=60, cwd=support.PROJECT_DIR)
+    assert "e2e_job" in status.stdout and "0001" in status.stdout, status.stdout + status.stderr
