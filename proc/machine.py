@@ -200,7 +200,7 @@ def transition(
             if landed is not None:
                 log.warning("%s %s/%s (attempt %s): the reply was lost in an outage, but the write "
                             "had landed", event, collection.name, id, new_attempt)
-                return _landed(collection, id, event, r.target, new_attempt, note, landed, fields)
+                return _landed(collection, id, event, r.target, new_attempt, note, landed, fields, fetch)
     else:
         matched, before = write()
     if not matched:
@@ -229,14 +229,16 @@ def _own_result(coll, id, attempt: int, entry: dict, fetch: bool) -> dict | None
     query = {"_id": id, "attempt": attempt, "process_status": entry["status"],
              "history": {"$elemMatch": {"event": entry["event"], "time": entry["time"],
                                         "attempt": attempt}}}
-    return coll.find_one(query, None if fetch else {"_id": 1, "attempt": 1})
+    return coll.find_one(query, None if fetch else {"_id": 1, "attempt": 1, "history": {"$slice": -2}})
 
 
-def _landed(collection, id, event, target, attempt, note, stored: dict, fields: dict) -> dict:
+def _landed(collection, id, event, target, attempt, note, stored: dict, fields: dict,
+            fetch: bool) -> dict:
     """The result of a write whose reply was lost, from the document as stored."""
-    after = dict(stored)
-    if len(after) <= 2:  # a projection: report the fields this write set, as update_one does
-        after.update(fields)
+    if fetch:
+        after = dict(stored)
+    else:  # as update_one reports it: the fields this write set
+        after = {"_id": id, **fields, "attempt": attempt}
     history = stored.get("history") or []
     source = S(history[-2]["status"]) if len(history) >= 2 and history[-2].get("status") in S.__members__ else None
     t = Transition(collection.name, id, event, source, target, attempt, note, after)

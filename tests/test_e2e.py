@@ -210,6 +210,18 @@ def test_processes_run_on_prefork_workers_and_the_gunicorn_page_shows_their_tran
     assert shell.returncode == 0 and "jobs: 6" in shell.stdout, shell.stderr
 
 
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_threads_and_solo_pools_connect_on_their_first_task(deploy, pool):
+    d = deploy()
+    d.worker("w1", 2, "-P", pool)
+    docs = jobs(2, hold=0.1)
+    d.call(docs)
+    for doc in docs:
+        wait_for(lambda doc=doc: status_of(doc) == ("SUCCESS", 1), timeout=30, message=f"SUCCESS on {pool}")
+        assert len(em.runs_of(doc)) == 1
+    assert "MongoClient opened before fork" not in d.output("w1")
+
+
 def test_gunicorn_api_wsgi_and_procctl_serve_with_a_token_on_every_address(deploy):
     d = deploy(PROC_API_TOKEN="e2e-token-123")
     url = d.serve("web", "--host", "0.0.0.0")
