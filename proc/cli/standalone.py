@@ -227,28 +227,81 @@ def standalone(data_dir, port, concurrency, models, shutdown_timeout):
            "PROC_MODELS": ",".join(model_list), "PYTHONUNBUFFERED": "1"}
     config.configure(mongodb_uri=mongo_uri, broker_url=broker_url, models=tuple(model_list))
 
-    def log(name):
-        return os.path.join(logs, f"{name}.log")
+    children = components(data_dir, port, concurrency, shutdown_timeout, env, secantus, redis_binary)
+    sup = Supervisor()
+    sup.install_signal_handlers()
+    say("standalone", f"data directory {data_dir} (logs in {logs}/)")
+    failure = reason = None
+    try:
+        if "db" in children:
+            sup.start(children["db"])
+            sup.wait_ready([children["db"]])
+        else:
+            say("db", f"using MONGODB_URI={redact_url(mongo_uri)} (not started here)")
+        startup.check_separate_process(CHECKED_AS, disconnect=True)
+        say("checks", "passed: the database answers, no document is in the old shape, "
+                      f"the models import ({', '.join(model_list)})")
+        if "broker" in children:
+            os.makedirs(os.path.join(data_dir, "redis"), exist_ok=True)
+            sup.start(children["broker"])
+            sup.wait_ready([children["broker"]])
+        else:
+            say("broker", f"using the Redis at {redact_url(broker_url)} (not started here)")
+        servers = [children[name] for name in ("worker", "sweep", "web")]
+        for child in servers:
+            sup.start(child)
+        sup.wait_ready(servers)
+        print_exports(port, env, logs)
+        reason = sup.watch()
+    except (StartFailed, ConfigurationError) as exc:
+        reason = sup.stop_reason  # Ctrl-C while starting is no error
+        failure = None if sup.signals else str(exc)
+    finally:
+        if sup.children:
+            say("standalone", f"stopping everything ({reason or failure or 'an error'}): the page and "
+                              "the sweep, then the worker, the broker, the database")
+            sup.stop([[children["web"], children["sweep"]], [children["worker"]],
+                      [children[name] for name in ("broker", "db") if name in children]])
+            say("standalone", "stopped; nothing is left running")
+    if failure:
+        raise ConfigurationError(failure)
+    if sup.signals == 0:  # a component used up its restarts
+        click.echo(f"Error: {reason}", err=True)
+        sys.exit(1)
 
-    host_port = mongo_uri.split("/")[2]
-    dbs = Child("db", [secantus or "", "--host", "127.0.0.1", "--port", host_port.rsplit(":", 1)[-1],
-                       "--storage-path", os.path.join(data_dir, "db")], log("db"),
-                f"secantusd-py on {host_port} (data {data_dir}/db)", env,
-                ready=lambda child: mongo_answers(mongo_uri), stop_timeout=60)
-    broker = Child("broker", [redis_binary or "", "--port", broker_url.rsplit(":", 1)[-1].split("/")[0],
-                              "--bind", "127.0.0.1", "--dir", os.path.join(data_dir, "redis"),
-                              "--appendonly", "yes"], log("broker"),
-                   f"redis-server on {broker_url} (data {data_dir}/redis, appendonly yes)", env,
-                   ready=lambda child: redis_answers(broker_url), stop_timeout=30)
-    worker = Child("worker", [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-P", "prefork",
-                              "-c", str(concurrency), "-n", "standalone@%h", "-l", "INFO"], log("worker"),
-                   f"celery -A celery_app worker -P prefork -c {concurrency}", env,
-                   ready=ready_in_log(" ready."), stop_timeout=shutdown_timeout)
-    sweep = Child("sweep", [sys.executable, "-m", "proc", "monitor"], log("sweep"),
-                  "procctl monitor (the periodic sweep)", env, ready=ready_in_log("sweep at"))
-    web = Child("web", [sys.executable, "-m", "proc", "serve", "--port", str(port)], log("web"),
-                f"procctl serve on 127.0.0.1:{port} (gunicorn)", env,
-                ready=lambda child: http_answers(f"http://127.0.0.1:{port}/healthz"))
+
+def components(data_dir, port, concurrency, shutdown_timeout, env, secantus, redis_binary) -> dict:
+    """The children to start, by name: the database and the broker only if they are to be
+    started here (a program was found for them)."""
+    def log(name):
+        return os.path.join(data_dir, "logs", f"{name}.log")
+
+    mongo_uri, broker_url = env["MONGODB_URI"], env["CELERY_BROKER_URL"]
+    children = {}
+    if secantus:
+        host_port = mongo_uri.split("/")[2]
+        children["db"] = Child(
+            "db", [secantus, "--host", "127.0.0.1", "--port", host_port.rsplit(":", 1)[1],
+                   "--storage-path", os.path.join(data_dir, "db")], log("db"),
+            f"secantusd-py on {host_port} (data {data_dir}/db)", env,
+            ready=lambda child: mongo_answers(mongo_uri), stop_timeout=60)
+    if redis_binary:
+        redis_port = broker_url.rsplit(":", 1)[1].split("/")[0]
+        children["broker"] = Child(
+            "broker", [redis_binary, "--port", redis_port, "--bind", "127.0.0.1",
+                       "--dir", os.path.join(data_dir, "redis"), "--appendonly", "yes"], log("broker"),
+            f"redis-server on {broker_url} (data {data_dir}/redis, appendonly yes)", env,
+            ready=lambda child: redis_answers(broker_url), stop_timeout=30)
+    children["worker"] = worker = Child(
+        "worker", [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-P", "prefork",
+                   "-c", str(concurrency), "-n", "standalone@%h", "-l", "INFO"], log("worker"),
+        f"celery -A celery_app worker -P prefork -c {concurrency}", env,
+        ready=ready_in_log(" ready."), stop_timeout=shutdown_timeout)
+    children["sweep"] = Child("sweep", [sys.executable, "-m", "proc", "monitor"], log("sweep"),
+                              "procctl monitor (the periodic sweep)", env, ready=ready_in_log("sweep at"))
+    children["web"] = Child("web", [sys.executable, "-m", "proc", "serve", "--port", str(port)], log("web"),
+                            f"procctl serve on 127.0.0.1:{port} (gunicorn)", env,
+                            ready=lambda child: http_answers(f"http://127.0.0.1:{port}/healthz"))
 
     def before_warm_shutdown():
         running = running_processes()
@@ -262,51 +315,12 @@ def standalone(data_dir, port, concurrency, models, shutdown_timeout):
                       "killing the worker (the monitor recovers them by their kind's policy)")
 
     worker.on_stop, worker.on_stop_timeout = before_warm_shutdown, still_running
-
-    sup = Supervisor()
-    sup.install_signal_handlers()
-    say("standalone", f"data directory {data_dir} (logs in {logs}/)")
-    failure = reason = None
-    try:
-        if secantus:
-            sup.start(dbs)
-            sup.wait_ready([dbs])
-        else:
-            say("db", f"using MONGODB_URI={redact_url(mongo_uri)} (not started here)")
-        startup.check_separate_process(CHECKED_AS, disconnect=True)
-        say("checks", "passed: the database answers, no document is in the old shape, "
-                      f"the models import ({', '.join(model_list)})")
-        if redis_binary:
-            os.makedirs(os.path.join(data_dir, "redis"), exist_ok=True)
-            sup.start(broker)
-            sup.wait_ready([broker])
-        else:
-            say("broker", f"using the Redis at {redact_url(broker_url)} (not started here)")
-        for child in (worker, sweep, web):
-            sup.start(child)
-        sup.wait_ready([worker, sweep, web])
-        print_exports(port, mongo_uri, broker_url, model_list, logs)
-        reason = sup.watch()
-    except (StartFailed, ConfigurationError) as exc:
-        reason = sup.stop_reason  # Ctrl-C while starting is no error
-        failure = None if sup.signals else str(exc)
-    finally:
-        if sup.children:
-            say("standalone", f"stopping everything ({reason or failure or 'an error'}): the page and "
-                              "the sweep, then the worker, the broker, the database")
-            sup.stop([[web, sweep], [worker], [broker], [dbs]])
-            say("standalone", "stopped; nothing is left running")
-    if failure:
-        raise ConfigurationError(failure)
-    if sup.signals == 0:  # a component used up its restarts
-        click.echo(f"Error: {reason}", err=True)
-        sys.exit(1)
+    return children
 
 
-def print_exports(port, mongo_uri, broker_url, models, logs) -> None:
+def print_exports(port, env, logs) -> None:
     say("standalone", f"everything is up. The check-status page: http://127.0.0.1:{port}{PAGE}")
     say("standalone", "to join from another terminal (procctl shell, procctl datafix, your callers):")
-    for name, value in (("MONGODB_URI", mongo_uri), ("CELERY_BROKER_URL", broker_url),
-                        ("PROC_MODELS", ",".join(models))):
-        print(f"    export {name}={redact_url(value)}", flush=True)
+    for name in ("MONGODB_URI", "CELERY_BROKER_URL", "PROC_MODELS"):
+        print(f"    export {name}={redact_url(env[name])}", flush=True)
     say("standalone", f"logs in {logs}/; Ctrl-C stops everything (a second Ctrl-C kills at once)")
