@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 
-from proc import db
 from proc.timeutil import utcnow
 
 COLLECTION = "datafix_ledger"
@@ -39,25 +38,22 @@ class Ledger:
                   "last_collection": None, "counts": {}, "collections": []}
         if not previous or previous.get("state") != APPLIED or not previous.get("checksum"):
             fields["checksum"] = script.checksum
-        with db.atomic():
-            self.collection.update_one({"_id": script.revision}, {"$set": fields}, upsert=True)
+        self.collection.update_one({"_id": script.revision}, {"$set": fields}, upsert=True)
 
     def progress(self, revision: str, run_id: str, *, counts: dict, collections: list[dict],
                  last_collection: str, last_id) -> None:
-        with db.atomic():
-            self.collection.update_one(
-                {"_id": revision, "run_id": run_id},
-                {"$set": {"counts": counts, "collections": collections, "updated_at": utcnow(),
-                          "last_collection": last_collection, "last_id": last_id}})
+        self.collection.update_one(
+            {"_id": revision, "run_id": run_id},
+            {"$set": {"counts": counts, "collections": collections, "updated_at": utcnow(),
+                      "last_collection": last_collection, "last_id": last_id}})
 
     def finish(self, revision: str, run_id: str, state: str, *, counts: dict,
                collections: list[dict], error: str | None = None) -> None:
         now = utcnow()
         summary = {"run_id": run_id, "state": state, "finished_at": now, "counts": counts,
                    "error": error}
-        with db.atomic():
-            self.collection.update_one(
-                {"_id": revision, "run_id": run_id},
-                {"$set": {"state": state, "finished_at": now, "updated_at": now, "error": error,
-                          "counts": counts, "collections": collections},
-                 "$push": {"runs": {"$each": [summary], "$slice": -RUNS_KEPT}}})
+        self.collection.update_one(
+            {"_id": revision, "run_id": run_id},
+            {"$set": {"state": state, "finished_at": now, "updated_at": now, "error": error,
+                      "counts": counts, "collections": collections},
+             "$push": {"runs": {"$each": [summary], "$slice": -RUNS_KEPT}}})

@@ -21,7 +21,6 @@ from datetime import timedelta
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from proc import db
 from proc.timeutil import utcnow
 
 from .errors import LockHeld, LockLost
@@ -60,9 +59,8 @@ class Lock:
                   "command": self.command, "since": now, "expires_at": now + self.ttl}
         query = {"_id": KEY, "$or": [{"expires_at": {"$lt": now}}, {"owner": self.owner}]}
         try:
-            with db.atomic():
-                before = self.collection.find_one_and_update(
-                    query, {"$set": fields}, upsert=True, return_document=ReturnDocument.BEFORE)
+            before = self.collection.find_one_and_update(
+                query, {"$set": fields}, upsert=True, return_document=ReturnDocument.BEFORE)
         except DuplicateKeyError:
             self.check_free()
             raise LockHeld("another datafix run holds the lock: "
@@ -91,9 +89,8 @@ class Lock:
 
     def renew(self) -> None:
         """Push the expiry forward; raise ``LockLost`` if another run took the lock."""
-        with db.atomic():
-            result = self.collection.update_one({"_id": KEY, "owner": self.owner},
-                                                {"$set": {"expires_at": utcnow() + self.ttl}})
+        result = self.collection.update_one({"_id": KEY, "owner": self.owner},
+                                            {"$set": {"expires_at": utcnow() + self.ttl}})
         if result.matched_count != 1:
             raise LockLost(f"the datafix lock of {self.owner} expired and another run took it; "
                            "this run stopped (re-run to continue; raise the TTL if batches are slow)")
@@ -101,8 +98,7 @@ class Lock:
     def release(self) -> None:
         if not self.held:
             return
-        with db.atomic():
-            self.collection.delete_one({"_id": KEY, "owner": self.owner})
+        self.collection.delete_one({"_id": KEY, "owner": self.owner})
         self.held = False
 
     def __enter__(self) -> "Lock":
@@ -119,5 +115,4 @@ def holder(database) -> dict | None:
 
 def force_release(database) -> dict | None:
     """Delete the lock whoever holds it; returns what was deleted."""
-    with db.atomic():
-        return database[COLLECTION].find_one_and_delete({"_id": KEY})
+    return database[COLLECTION].find_one_and_delete({"_id": KEY})

@@ -20,7 +20,6 @@ the state machine's guarantees hold there as they do on a real server (where
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -50,7 +49,6 @@ OUTAGE_ERRORS = (ConnectionFailure,)
 SERVER_SELECTION_TIMEOUT_MS = 5000
 
 _lock = threading.Lock()
-_conditional_write_lock = threading.RLock()
 _state: dict = {"uri": None, "db": None, "embedded": False, "pid": None}
 
 T = TypeVar("T")
@@ -144,16 +142,6 @@ def disconnect() -> None:
         if _state["uri"] is not None:
             mongoengine.disconnect(ALIAS)
         _state.update(uri=None, db=None, embedded=False, pid=None)
-
-
-@contextlib.contextmanager
-def atomic():
-    """Hold while doing one conditional write. Serialises them on the embedded database."""
-    if _state["embedded"]:
-        with _conditional_write_lock:
-            yield
-    else:
-        yield
 
 
 def status_collection(collection):

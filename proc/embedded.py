@@ -1,19 +1,29 @@
 """The embedded database (mongomock-ng), made to behave like one real server in one process.
 
-- Every client made for it shares one store, so mongoengine, the API and in-process
-  workers see the same data (mongomock gives each client its own data otherwise).
-- Lookups by ``_id`` use the store's key, as a real server uses its ``_id`` index, instead
-  of scanning the collection: ``{_id: v}`` and ``{_id: {$in: [...]}}``, at the top level
-  or as a clause of a top-level ``$and``. The rest of the filter is applied to every
-  candidate (which equals a listed ``_id`` by construction), so what matches is
+Everything here applies to the embedded client's own objects only (``EmbeddedClient`` and
+the databases, collections and cursors it makes): a plain ``mongomock_ng.MongoClient`` in
+the same process behaves exactly as mongomock does, and production code never sees any of
+it.
+
+- **One store.** Every client made for it shares one store, so mongoengine, the API and
+  in-process workers see the same data (mongomock gives each client its own data otherwise).
+- **Atomic writes.** mongomock applies a conditional update as "find, then update by _id",
+  so two threads can both win one race. The embedded collections run every write (and
+  ``find_one_and_*``) under one lock per store, so a single-document conditional write is
+  atomic, as it is on a real server.
+- **An ``_id`` lookup.** Lookups by ``_id`` use the store's key, as a real server uses its
+  ``_id`` index, instead of scanning the collection: ``{_id: v}`` and ``{_id: {$in: [...]}}``,
+  at the top level or as a clause of a top-level ``$and``. The rest of the filter is applied
+  to every candidate (which equals a listed ``_id`` by construction), so what matches is
   unchanged. Anything else scans, as mongomock always does.
-- A cursor hands out its results without copying the whole result list for every
-  document (mongomock slices it again on each ``next``: quadratic in the result size).
+- **A cursor window.** A cursor hands out its results without copying the whole result list
+  for every document (mongomock slices it again on each ``next``: quadratic in the result size).
 """
 from __future__ import annotations
 
 import datetime
 import math
+import threading
 import uuid
 from collections.abc import Hashable
 
@@ -25,10 +35,6 @@ _client_class = None
 #: hashing, found by the store's key, which is the ``_id`` as inserted. ``int`` covers
 #: bool and Int64, ``bytes`` covers Binary.
 _BY_KEY = (str, int, float, ObjectId, bytes, uuid.UUID, type(None), datetime.datetime)
-#: mongomock keeps a date ``_id`` at millisecond precision, naive UTC, but keys the
-#: document by the date as inserted: once a collection holds one inserted otherwise
-#: (microseconds, a time zone), its date lookups compare ``_id``s in one pass instead.
-_INEXACT = "_proc_inexact_date_keys"
 
 
 def _usable(value) -> bool:
@@ -74,126 +80,154 @@ def id_lookup(filter) -> tuple[list, dict] | None:
 
 
 def _candidates(store, values: list) -> list:
-    """The stored documents whose ``_id`` equals one of ``values``, each once: in the
-    order of ``values`` (by key), or in the store's order (one pass comparing ``_id``s,
-    when a date is listed and a date key may differ from its document's ``_id``)."""
+    """The stored documents whose ``_id`` equals one of ``values``, each once, in the order
+    of ``values``. mongomock keys a document by its ``_id`` as inserted but stores a date
+    at millisecond precision, naive UTC: date values are therefore compared with each
+    stored ``_id`` in one pass instead of looked up by key."""
     store._remove_expired_documents()
     with store._rwlock.reader():
         documents = store._documents
-        if not (store.__dict__.get(_INEXACT) and any(isinstance(v, datetime.datetime)
-                                                     for v in values)):
-            found, seen = [], set()
-            for value in values:
-                doc = documents.get(value)
-                if doc is not None and id(doc) not in seen:
+        found, seen = [], set()
+        dates = [v for v in values if isinstance(v, datetime.datetime)]
+        for value in values:
+            if isinstance(value, datetime.datetime):
+                continue
+            doc = documents.get(value)
+            if doc is not None and id(doc) not in seen:
+                seen.add(id(doc))
+                found.append(doc)
+        if dates:
+            wanted = set(dates)
+            for doc in list(documents.values()):
+                stored = doc.get("_id")
+                if isinstance(stored, datetime.datetime) and stored in wanted and id(doc) not in seen:
                     seen.add(id(doc))
                     found.append(doc)
-            return found
-        wanted = set(values)
-        found = []
-        for doc in list(documents.values()):
-            try:
-                if doc.get("_id") in wanted:
-                    found.append(doc)
-            except TypeError:  # an unhashable _id (a document) equals none of the values
-                pass
         return found
 
 
-def _install_date_key_check() -> None:
-    """Mark a collection store once it keys a document by a date other than its ``_id``."""
-    from mongomock_ng.store import CollectionStore
-
-    if getattr(CollectionStore.__setitem__, "_proc_date_keys", False):
-        return
-    setitem = CollectionStore.__setitem__
-
-    def __setitem__(self, key, val):
-        if isinstance(key, datetime.datetime) and not (
-                type(val.get("_id")) is type(key) and val.get("_id") == key
-                and getattr(key, "tzinfo", None) is None):
-            self.__dict__[_INEXACT] = True
-        setitem(self, key, val)
-
-    __setitem__._proc_date_keys = True
-    CollectionStore.__setitem__ = __setitem__
+#: The collection methods that write (or find and write): run under the store's lock.
+_WRITES = ("insert_one", "insert_many", "update_one", "update_many", "replace_one", "delete_one",
+           "delete_many", "find_one_and_update", "find_one_and_replace", "find_one_and_delete",
+           "bulk_write")
 
 
-def _install_id_lookup() -> None:
-    from mongomock_ng import collection as collection_module
+def _serialised(base, name: str):
+    method = getattr(base, name)
+
+    def write(self, *args, **kwargs):
+        with self._proc_lock:
+            return method(self, *args, **kwargs)
+
+    write.__name__ = name
+    write.__doc__ = f"mongomock's ``{name}``, atomic: run under the store's write lock."
+    return write
+
+
+def _classes():
+    import mongomock_ng
     from mongomock_ng import filtering
-    from mongomock_ng.collection import Collection
+    from mongomock_ng import collection as collection_module
+    from mongomock_ng.collection import Collection, Cursor
+    from mongomock_ng.database import Database
 
-    if getattr(Collection._iter_documents, "_proc_id_lookup", False):
-        return
-    scan = Collection._iter_documents
+    class EmbeddedCursor(Cursor):
+        """Keeps its skip/limit window once computed, instead of slicing the whole result
+        list again for every ``next``."""
 
-    def _iter_documents(self, filter):
-        found = id_lookup(filter)
-        if found is None:
-            return scan(self, filter)
-        values, rest = found
-        collection_module.get_profiler().record(
-            filter, self.full_name, collection_module._profiler_get_operation(),
-            dict(self._list_all_indexes()) if self._store.is_created else {},
-            sort=collection_module._profiler_get_sort())
-        candidates = _candidates(self._store, values)
-        if not candidates:  # an invalid filter raises as with a scan (on an empty store)
-            filtering.filter_applies(filter, {})
-        return iter([doc for doc in candidates if filtering.filter_applies(rest, doc)])
+        def _compute_results(self, with_limit_and_skip=False):
+            results = super()._compute_results(with_limit_and_skip=False)
+            if not with_limit_and_skip:
+                return results
+            window = self.__dict__.get("_proc_window")
+            key = (self._skip, self._limit)
+            if window is None or window[0] is not results or window[1] != key:
+                sliced = results[self._skip:]
+                if self._limit:
+                    sliced = sliced[:abs(self._limit)]
+                window = self._proc_window = (results, key, sliced)
+            return window[2]
 
-    _iter_documents._proc_id_lookup = True
-    _iter_documents.scan = scan  # mongomock's own, for comparisons in tests
-    Collection._iter_documents = _iter_documents
+    class EmbeddedCollection(Collection):
+        """A collection of the embedded server: atomic writes, ``_id`` lookups, cursor windows."""
+
+        @property
+        def _proc_lock(self):
+            return self.database.client._proc_lock
+
+        def _iter_documents(self, filter):
+            found = id_lookup(filter)
+            if found is None:
+                return super()._iter_documents(filter)
+            values, rest = found
+            collection_module.get_profiler().record(
+                filter, self.full_name, collection_module._profiler_get_operation(),
+                dict(self._list_all_indexes()) if self._store.is_created else {},
+                sort=collection_module._profiler_get_sort())
+            candidates = _candidates(self._store, values)
+            if not candidates:  # an invalid filter raises as with a scan (on an empty store)
+                filtering.filter_applies(filter, {})
+            return iter([doc for doc in candidates if filtering.filter_applies(rest, doc)])
+
+        def find(self, *args, **kwargs):
+            cursor = super().find(*args, **kwargs)
+            cursor.__class__ = EmbeddedCursor
+            return cursor
+
+        def with_options(self, *args, **kwargs):
+            other = super().with_options(*args, **kwargs)
+            if type(other) is Collection:
+                other.__class__ = EmbeddedCollection
+            return other
 
 
-def _install_cursor_window() -> None:
-    """Keep a cursor's skip/limit window once computed, instead of slicing the whole result
-    list again for every ``next`` (quadratic in the number of results)."""
-    from mongomock_ng.collection import Cursor
+    for name in _WRITES:
+        setattr(EmbeddedCollection, name, _serialised(Collection, name))
 
-    if getattr(Cursor._compute_results, "_proc_window", False):
-        return
-    compute = Cursor._compute_results
+    class EmbeddedDatabase(Database):
+        """A database of the embedded server; its collections are ``EmbeddedCollection``s."""
 
-    def _compute_results(self, with_limit_and_skip=False):
-        results = compute(self, with_limit_and_skip=False)
-        if not with_limit_and_skip:
-            return results
-        window = self.__dict__.get("_proc_window_cache")
-        key = (self._skip, self._limit)
-        if window is None or window[0] is not results or window[1] != key:
-            sliced = results[self._skip:]
-            if self._limit:
-                sliced = sliced[:abs(self._limit)]
-            window = (results, key, sliced)
-            self._proc_window_cache = window
-        return window[2]
+        def get_collection(self, name, *args, **kwargs):
+            coll = super().get_collection(name, *args, **kwargs)
+            if type(coll) is Collection:
+                coll.__class__ = EmbeddedCollection
+                cached = self._collection_accesses.get(name)
+                if cached is not None and type(cached) is Collection:
+                    cached.__class__ = EmbeddedCollection
+            return coll
 
-    _compute_results._proc_window = True
-    Cursor._compute_results = _compute_results
+    return mongomock_ng, EmbeddedCollection, EmbeddedDatabase
+
+
+_client_class = None
 
 
 def client_class():
     """The MongoClient class of the embedded database: every instance shares one store."""
     global _client_class
     if _client_class is None:
-        import mongomock_ng
         from mongomock_ng.store import ServerStore
 
-        _install_date_key_check()
-        _install_id_lookup()
-        _install_cursor_window()
+        mongomock_ng, _, database_class = _classes()
         store = ServerStore()
+        lock = threading.RLock()
 
         class EmbeddedClient(mongomock_ng.MongoClient):
             """A client of this process's one embedded server."""
 
+            _proc_lock = lock
+
             def __init__(self, *args, **kwargs):
                 kwargs.pop("_store", None)
-                for unsupported in ("w", "serverSelectionTimeoutMS", "connectTimeoutMS"):
+                for unsupported in ("w", "serverSelectionTimeoutMS", "connectTimeoutMS", "connect"):
                     kwargs.pop(unsupported, None)
                 super().__init__(*args, _store=store, **kwargs)
+
+            def get_database(self, *args, **kwargs):
+                database = super().get_database(*args, **kwargs)
+                if type(database) is not database_class:
+                    database.__class__ = database_class
+                return database
 
         _client_class = EmbeddedClient
     return _client_class

@@ -34,9 +34,8 @@ def acquire(kind_name: str, key: str, limit: int) -> Slot:
     coll = _slots()
     query = {"_id": kind_name, f"holders.{limit - 1}": {"$exists": False}, "holders": {"$ne": key}}
     for _ in range(2):
-        with db.atomic():
-            if coll.update_one(query, {"$push": {"holders": key}}).modified_count:
-                return Slot.ACQUIRED
+        if coll.update_one(query, {"$push": {"holders": key}}).modified_count:
+            return Slot.ACQUIRED
         doc = coll.find_one({"_id": kind_name}, {"holders": 1})
         if doc is None:
             try:
@@ -49,8 +48,7 @@ def acquire(kind_name: str, key: str, limit: int) -> Slot:
 
 
 def release(kind_name: str, key: str) -> None:
-    with db.atomic():
-        _slots().update_one({"_id": kind_name}, {"$pull": {"holders": key}})
+    _slots().update_one({"_id": kind_name}, {"$pull": {"holders": key}})
 
 
 def holders(kind_name: str) -> list[str]:

@@ -184,11 +184,10 @@ def transition(
     coll = db.status_collection(collection)
 
     def write():
-        with db.atomic():
-            if fetch:
-                found = coll.find_one_and_update(query, update, return_document=ReturnDocument.BEFORE)
-                return found is not None, found
-            return coll.update_one(query, update).matched_count == 1, None
+        if fetch:
+            found = coll.find_one_and_update(query, update, return_document=ReturnDocument.BEFORE)
+            return found is not None, found
+        return coll.update_one(query, update).matched_count == 1, None
 
     if durable:
         retried = []
@@ -276,6 +275,5 @@ def update_fields(collection, id, *, attempt: int, statuses: Iterable, set: dict
         return True
     query = {"_id": id, "attempt": attempt,
              "process_status": {"$in": sorted(S(s).value for s in statuses)}, **(extra_filter or {})}
-    with db.atomic():
-        result = collection.update_one(query, update)
+    result = collection.update_one(query, update)
     return result.matched_count == 1

@@ -96,7 +96,7 @@ def eager_thread_switching():
 
 
 def test_many_threads_racing_one_transition_exactly_one_wins(eager_thread_switching):
-    # Without proc.db.atomic() mongomock lets several threads win about 4 rounds in 10.
+    # Without the embedded client's write lock mongomock lets several threads win about 4 rounds in 10.
     coll = Job._get_collection()
     for round_ in range(60):
         job = _saved_job(label=f"race-{round_}")
