@@ -18,11 +18,12 @@ def _check_before_start(sender=None, **_):
     """Runs only for a worker started by the ``celery worker`` command (not in-process ones)."""
     import sys
 
+    from migrations import guard
     from proc import startup
     from proc.exceptions import ConfigurationError
 
     try:
-        startup.check_worker_can_start()
+        startup.check_worker_can_start(checks=[guard.refuse_if_legacy])
     except ConfigurationError as exc:  # Celery logs and swallows exceptions of signal handlers
         print(f"Error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

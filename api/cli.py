@@ -11,6 +11,7 @@ import ipaddress
 
 import click
 
+from migrations import guard
 from proc import config, startup
 from proc.exceptions import ConfigurationError
 
@@ -20,7 +21,7 @@ WHAT = "The status page server (procctl serve)"
 def check_can_serve(what: str = WHAT, *, disconnect: bool = False) -> None:
     """Refuse to start on the embedded database, an unreachable one, or documents in the old
     shape (``proc.startup``); ``disconnect`` before gunicorn forks its workers."""
-    startup.check_separate_process(what, disconnect=disconnect)
+    startup.check_separate_process(what, checks=[guard.refuse_if_legacy], disconnect=disconnect)
 
 
 def is_loopback(host: str) -> bool:

@@ -6,6 +6,8 @@ import time
 
 import click
 
+from migrations import guard
+
 from . import config, db, startup
 from . import monitor as sweeper
 from .exceptions import DatabaseUnavailable
@@ -28,7 +30,7 @@ def monitor(once: bool, interval: float | None):
     interval = config.get().sweep_interval if interval is None else interval
     if interval <= 0:
         raise click.BadParameter("must be positive", param_hint="--interval")
-    startup.check_separate_process("The monitor (procctl monitor)")
+    startup.check_separate_process("The monitor (procctl monitor)", checks=[guard.refuse_if_legacy])
     click.echo(f"monitor: sweeping {db.uri()} every {interval:g} s" if not once else
                f"monitor: one sweep of {db.uri()}", err=True)
     while True:

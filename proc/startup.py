@@ -10,7 +10,10 @@ real MongoDB. ``check_separate_process`` refuses to start, with one clear line, 
 - ``PROC_MODELS`` names a module that does not import;
 - ``PROC_DB_OUTAGE_TIMEOUT`` is not below every kind's ``heartbeat_timeout`` (a worker
   riding out an outage would be declared dead by the monitor meanwhile);
-- documents the datafix can migrate are still in the old shape.
+- a check the application hands in says no (``checks``): the datafix's
+  ``migrations.guard.refuse_if_legacy`` refuses documents still in the old shape. The core
+  never imports the datafix: each application (``celery_app``, ``procctl``, ``api.wsgi``)
+  passes its checks, as Dramatiq takes its middleware as an explicit list.
 
 Processes that fork (the worker's pool, gunicorn's workers) run the check in the parent
 and disconnect afterwards (``disconnect=True``): no MongoClient crosses a fork, and each
@@ -19,6 +22,7 @@ child connects on its first use (``proc.db``).
 from __future__ import annotations
 
 import logging
+from typing import Callable, Iterable
 
 from . import config, db, registry
 from .exceptions import ConfigurationError
@@ -50,17 +54,13 @@ def check_outage_timeout(kinds=None) -> None:
                 "heartbeat_timeout (@process or PROC_KIND_SETTINGS)")
 
 
-def refuse_legacy_documents(what: str) -> None:
-    """Refuse to start while documents the datafix can migrate are still in the old shape."""
-    try:
-        from migrations import guard
-    except ImportError:  # the datafix package is not installed with this application
-        return
-    guard.refuse_if_legacy(what)
+Check = Callable[[str], None]
+"""A startup check: called with what is starting; raises ``ConfigurationError`` to refuse."""
 
 
-def check_separate_process(what: str, *, disconnect: bool = False) -> None:
-    """Every check of the module docstring; raises ``ConfigurationError`` naming the problem.
+def check_separate_process(what: str, *, checks: Iterable[Check] = (), disconnect: bool = False) -> None:
+    """Every check of the module docstring, then each of ``checks`` in order; raises
+    ``ConfigurationError`` naming the problem.
 
     ``disconnect=True`` closes the connection afterwards, for a process about to fork.
     """
@@ -70,12 +70,13 @@ def check_separate_process(what: str, *, disconnect: bool = False) -> None:
         db.ping()
         registry.load_models()
         check_outage_timeout()
-        refuse_legacy_documents(what)
+        for check in checks:
+            check(what)
     finally:
         if disconnect:
             db.disconnect()
 
 
-def check_worker_can_start() -> None:
+def check_worker_can_start(checks: Iterable[Check] = ()) -> None:
     """Run in the worker's main process before it forks its pool."""
-    check_separate_process("A Celery worker", disconnect=True)
+    check_separate_process("A Celery worker", checks=checks, disconnect=True)

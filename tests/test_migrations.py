@@ -19,7 +19,6 @@ from migrations import command, guard, keyset, lock as lock_module, script
 from migrations.backup import COLLECTION as BACKUPS
 from migrations.errors import LockHeld
 from migrations.ledger import COLLECTION as LEDGER
-from proc import startup
 from proc.cli import cli
 from proc.exceptions import ConfigurationError
 from proc.timeutil import utcnow
@@ -432,7 +431,7 @@ def test_guard_refuses_legacy_documents_and_only_warns_about_invalid(database, c
     assert "invalid documents" in caplog.text
     database.entry.insert_one({"_id": "old", "tasks_status": "CREATED", "tasks": []})
     with pytest.raises(ConfigurationError, match="procctl datafix upgrade"):
-        startup.refuse_legacy_documents("The API server")
+        guard.refuse_if_legacy("The API server")
 
 
 def test_prune_backups(database):

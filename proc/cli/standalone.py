@@ -31,6 +31,8 @@ import urllib.request
 
 import click
 
+from migrations import guard
+
 from .. import config, db, registry, startup
 from ..exceptions import ConfigurationError
 from ..redact import redact_url
@@ -238,7 +240,7 @@ def standalone(data_dir, port, concurrency, models, shutdown_timeout):
             sup.wait_ready([children["db"]])
         else:
             say("db", f"using MONGODB_URI={redact_url(mongo_uri)} (not started here)")
-        startup.check_separate_process(CHECKED_AS, disconnect=True)
+        startup.check_separate_process(CHECKED_AS, checks=[guard.refuse_if_legacy], disconnect=True)
         say("checks", "passed: the database answers, no document is in the old shape, "
                       f"the models import ({', '.join(model_list)})")
         if "broker" in children:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from migrations import guard
+
 from .. import startup
 
 
@@ -12,7 +14,7 @@ from .. import startup
 @click.option("-l", "--loglevel", default="INFO")
 def worker(concurrency, queues, loglevel):
     """Start a Celery worker (same as `celery -A celery_app worker`)."""
-    startup.check_worker_can_start()
+    startup.check_worker_can_start(checks=[guard.refuse_if_legacy])
     import celery_app
 
     argv = ["worker", f"--loglevel={loglevel}"]
