@@ -1,73 +1,43 @@
-"""Datafix 0001 on 20,000 legacy documents (embedded database), against two baselines.
+"""Datafix 0001 on legacy documents, against two baselines, on the embedded database and on a real server.
 
-    .venv/bin/python -m benchmarks.bench_datafix [--docs 20000] [--batch-size N] [--save-docs N]
+    .venv/bin/python -m benchmarks.bench_datafix [--docs 20000] [--real-docs 2000] [--batch-size N]
+                                                 [--real-batch-size N] [--save-docs N] [--quick]
+                                                 [--tier both|embedded|real]
 
-Each on its own fresh collection holding the same generated documents, in one run:
+On each tier (the embedded database, then a real server: ``MONGODB_URI=mongodb://...`` if
+set, else a private SecantusDB started for the run), each on a fresh collection holding the
+same generated documents (``benchmarks.legacy``: mixed ``_id`` types), in one run:
 
 1. the datafix (``migrations.command.upgrade``): ledger, lock, checks, backups, batches;
 2. a per-document mongoengine load-and-save loop (the naive way), on every document
    (``--save-docs N`` measures it on the first N only and extrapolates, said so);
 3. one bare ``update_many`` with the same pipeline: no ledger, backup, checks or batching.
 
-Round trips are counted by wrapping every mongomock collection method that would be one
-request to a real server (reads, writes, counts, index creation); the time spent in each
-kind (a find's time is when its cursor is read) shows where the datafix's time goes.
-Ratios come from one run on a shared machine; expect some noise.
+Round trips: on the embedded tier every mongomock collection method that would be one
+request to a real server (reads, writes, counts, index creation), timed by outermost call
+(a find's time is when its cursor is read); on the real tier the commands pymongo sent
+(``getMore`` included), timed by the driver. The time by kind shows where the datafix's time
+goes. The real tier's default size is smaller: SecantusDB evaluates the batch filter
+(``_id $in`` the batch's ids plus the selector) by scanning the collection and comparing
+each document with the listed ids (see docs/database-tiers.md).
 """
 from __future__ import annotations
 
 import argparse
-import collections
 import copy
-import functools
 import gc
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from mongoengine import DynamicDocument, DynamicField
 
-import legacy_data  # noqa: E402  (tests/legacy_data.py: the generator)
-from mongoengine import DynamicDocument, DynamicField  # noqa: E402
-from mongomock_ng.collection import Collection, Cursor  # noqa: E402
+from benchmarks import legacy
+from benchmarks.common import add_tier_argument, print_tiers, table, tiers
+from migrations import command, keyset, script
+from migrations.runner import DEFAULT_BATCH_SIZE
+from proc import registry
 
-from migrations import command, keyset, script  # noqa: E402
-from migrations.runner import DEFAULT_BATCH_SIZE  # noqa: E402
-from proc import config, db, registry  # noqa: E402
-
-URI = "mongomock://localhost/proc_bench"
+DATABASE = "proc_bench_datafix"
 COLLECTION = "upload"
-ROUND_TRIP_METHODS = ("find", "find_one", "insert_one", "insert_many", "update_one", "update_many",
-                      "replace_one", "bulk_write", "delete_one", "delete_many", "count_documents",
-                      "find_one_and_update", "find_one_and_delete", "create_index", "aggregate",
-                      "estimated_document_count")
-calls = {"n": 0, "depth": 0, "time": collections.Counter()}
-
-
-def count_round_trips() -> None:
-    """Wrap each mongomock collection method that is one request on a real server (and the
-    cursor reads, where a find does its work), timing the outermost call of each kind."""
-    def wrap(owner, name, label, counts):
-        original = getattr(owner, name)
-
-        @functools.wraps(original)
-        def counted(self, *args, __original=original, **kwargs):
-            if calls["depth"]:
-                return __original(self, *args, **kwargs)
-            calls["n"] += counts
-            calls["depth"] += 1
-            t0 = time.perf_counter()
-            try:
-                return __original(self, *args, **kwargs)
-            finally:
-                calls["depth"] -= 1
-                calls["time"][label] += time.perf_counter() - t0
-
-        setattr(owner, name, counted)
-
-    for name in ROUND_TRIP_METHODS:
-        wrap(Collection, name, name, 1)
-    wrap(Cursor, "__next__", "find", 0)
 
 
 def fresh(database, data) -> None:
@@ -97,79 +67,119 @@ def save_loop(limit: int) -> int:
     return done
 
 
-def timed(fn):
+def timed(tier, fn):
+    """(value, seconds, round trips, seconds by kind of round trip)."""
     gc.collect()
-    calls["n"] = 0
-    calls["time"].clear()
-    t0 = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - t0, calls["n"], dict(calls["time"])
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=20_000)
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--save-docs", type=int, default=None,
-                        help="measure the save loop on this many documents and extrapolate "
-                             "(default: all of them)")
-    args = parser.parse_args(argv)
-
-    config.configure(mongodb_uri=URI)
-    database = db.connect(URI)
-    registry.load_models()
-    data = legacy_data.generate(args.docs, collections=(COLLECTION,), processing=False, odd=False,
-                                migrated=False, large_tasks_every=200)[COLLECTION]
-    count_round_trips()
-    fix = script.discover()[0].module
-    n = args.docs
-
-    fresh(database, data)
-    result, t_fix, trips, where = timed(lambda: command.upgrade(batch_size=args.batch_size))
-    report = result.reports[0]
-    assert result.ok and report.totals()["migrated"] == n, result.to_dict()
-    assert database[COLLECTION].count_documents(fix.selector) == 0
-    migrated = snapshot(database)
-
-    fresh(database, data)
-    modified, t_bare, bare_trips, _ = timed(
-        lambda: database[COLLECTION].update_many(fix.IDLE, fix.UPGRADE_PIPELINE).modified_count)
-    assert modified == n and snapshot(database) == migrated  # the same result, without a backup
-
-    fresh(database, data)
-    sample = min(args.save_docs or n, n)
-    saved, t_save, save_trips, _ = timed(lambda: save_loop(sample))
-    assert saved == sample
-    if sample == n:
-        assert database[COLLECTION].count_documents(fix.selector) == 0
-    t_save_all = t_save / sample * n
-    how = (f"measured on all {n:,} documents" if sample == n else
-           f"EXTRAPOLATED from {sample:,} documents ({t_save:.2f} s, {save_trips} round trips)")
-
-    print(f"documents: {n:,} legacy documents in '{COLLECTION}' (embedded database, mongomock-ng), "
-          f"batch size {args.batch_size:,}; each method on a fresh copy of the same documents")
-    print(f"datafix upgrade:        {t_fix:8.2f} s  {n / t_fix:10,.0f} docs/s  {trips} round trips")
-    print(f"bare update_many:       {t_bare:8.2f} s  {n / t_bare:10,.0f} docs/s  {bare_trips} round trip(s)")
-    print(f"mongoengine save loop:  {t_save_all:8.2f} s  {n / t_save_all:10,.0f} docs/s  "
-          f"{save_trips / sample * n:,.0f} round trips ({how})")
-    print(f"speedup vs save loop:   {t_save_all / t_fix:8.1f}x   (goal >= 10x)")
-    print(f"speed vs bare update:   {t_bare / t_fix:8.2f}x   (goal >= 0.5x)")
-    print(f"round trips per 1,000:  {trips / n * 1000:8.1f}    (goal <= 20)")
-    print(f"peak documents held:    {report.peak_batch:8,}    (goal: one batch, {args.batch_size:,})")
-    print("datafix time by operation: " + ", ".join(
-        f"{name} {secs:.2f} s" for name, secs in sorted(where.items(), key=lambda kv: -kv[1])
-        if secs >= 0.005) + f", other {t_fix - sum(where.values()):.2f} s")
-    print(f"per document: datafix {t_fix / n * 1e6:,.0f} us, bare update_many {t_bare / n * 1e6:,.0f} us, "
-          f"save loop {t_save_all / n * 1e6:,.0f} us")
-    # The embedded database has no network: a save costs no round-trip latency there. On a
-    # real server each round trip costs at least the network latency; this is that floor.
-    rtt = 0.001
-    print(f"latency floor at {rtt * 1000:g} ms per round trip: save loop "
-          f"{save_trips / sample * n * rtt:,.1f} s, datafix {trips * rtt:,.3f} s")
+    with tier.counter() as ops:
+        started = time.perf_counter()
+        value = fn()
+        seconds = time.perf_counter() - started
+    return value, seconds, ops, dict(ops.times)
 
 
 def snapshot(database) -> dict:
     return {keyset.key(d["_id"]): d for d in database[COLLECTION].find({})}
+
+
+def run_tier(tier, n: int, batch_size: int, save_docs: int | None) -> dict:
+    database = tier.connect(DATABASE)
+    registry.load_models()
+    data = legacy.uploads(n)
+    fix = script.discover()[0].module
+
+    fresh(database, data)
+    result, t_fix, trips, where = timed(tier, lambda: command.upgrade(batch_size=batch_size))
+    report = result.reports[0]
+    assert result.ok and report.totals()["migrated"] == n, result.to_dict()
+    assert database[COLLECTION].count_documents(fix.selector) == 0
+    migrated = snapshot(database)
+    print(f"  {tier.name} {n:,}: datafix {t_fix:.2f} s", flush=True)
+
+    fresh(database, data)
+    modified, t_bare, bare_trips, _ = timed(
+        tier, lambda: database[COLLECTION].update_many(fix.IDLE, fix.UPGRADE_PIPELINE).modified_count)
+    assert modified == n and snapshot(database) == migrated  # the same result, without a backup
+    print(f"  {tier.name} {n:,}: bare update_many {t_bare:.2f} s", flush=True)
+
+    fresh(database, data)
+    sample = min(save_docs or n, n)
+    saved, t_save, save_trips, _ = timed(tier, lambda: save_loop(sample))
+    assert saved == sample
+    if sample == n:
+        assert database[COLLECTION].count_documents(fix.selector) == 0
+    print(f"  {tier.name} {n:,}: save loop {t_save:.2f} s on {sample:,}", flush=True)
+    tier.drop(DATABASE)
+    return {"n": n, "batch_size": batch_size, "fix": (t_fix, trips, where), "bare": (t_bare, bare_trips),
+            "save": (t_save, save_trips, sample), "peak": report.peak_batch}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=20_000, help="legacy documents, embedded tier")
+    parser.add_argument("--real-docs", type=int, default=2_000, help="legacy documents, real tier")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--real-batch-size", type=int, default=None,
+                        help="batch size on the real tier (default: --batch-size)")
+    parser.add_argument("--save-docs", type=int, default=None,
+                        help="measure the save loop on this many documents and extrapolate "
+                             "(default: all of them)")
+    parser.add_argument("--quick", action="store_true", help="--docs 5000 --real-docs 1000")
+    add_tier_argument(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.docs, args.real_docs = 5_000, 1_000
+    sizes = {"embedded": args.docs, "real": args.real_docs}
+    batches = {"embedded": args.batch_size, "real": args.real_batch_size or args.batch_size}
+
+    results = {}
+    with tiers(args.tier) as found:
+        print(f"Datafix 0001 on legacy documents in '{COLLECTION}' (benchmarks.legacy); tiers:")
+        print_tiers(found)
+        for tier in found:
+            results[tier.name] = run_tier(tier, sizes[tier.name], batches[tier.name], args.save_docs)
+    names = list(results)
+
+    print()
+    print("each method on a fresh copy of the same documents; sizes: " + ", ".join(
+        f"{name} {sizes[name]:,} documents, batch size {batches[name]:,}" for name in names))
+    rows, per_doc = [], []
+    for name in names:
+        r = results[name]
+        n = r["n"]
+        t_fix, trips, _ = r["fix"]
+        t_bare, bare_trips = r["bare"]
+        t_save, save_trips, sample = r["save"]
+        t_save_all = t_save / sample * n
+        how = "all" if sample == n else f"EXTRAPOLATED from {sample:,}"
+        rows += [
+            [name, "datafix upgrade", f"{t_fix:.2f} s", f"{n / t_fix:,.0f}", f"{trips.total:,}"],
+            [name, "bare update_many", f"{t_bare:.2f} s", f"{n / t_bare:,.0f}", f"{bare_trips.total:,}"],
+            [name, f"mongoengine save loop ({how})", f"{t_save_all:.2f} s", f"{n / t_save_all:,.0f}",
+             f"{save_trips.total / sample * n:,.0f}"],
+            [name, "speedup vs save loop (goal >= 10x)", f"{t_save_all / t_fix:.2f}x", "", ""],
+            [name, "speed vs bare update (goal >= 0.5x)", f"{t_bare / t_fix:.2f}x", "", ""],
+            [name, "round trips per 1,000 docs (goal <= 20)", "", "", f"{trips.total / n * 1000:.1f}"],
+            [name, f"peak documents held (goal: one batch, {r['batch_size']:,})", "", "", f"{r['peak']:,}"],
+        ]
+        per_doc.append(f"  {name}: per document: datafix {t_fix / n * 1e6:,.0f} us, bare update_many "
+                       f"{t_bare / n * 1e6:,.0f} us, save loop {t_save_all / n * 1e6:,.0f} us")
+    print(table(["tier", "", "time", "docs/s", "round trips"], rows, "<<>>>"))
+    for line in per_doc:
+        print(line)
+    for name in names:
+        t_fix, trips, where = results[name]["fix"]
+        print(f"  {name}: datafix round trips: {trips.detail()}")
+        print(f"  {name}: datafix time by operation: " + ", ".join(
+            f"{op} {secs:.2f} s" for op, secs in sorted(where.items(), key=lambda kv: -kv[1]) if secs >= 0.005)
+            + f", other (Python) {max(t_fix - sum(where.values()), 0):.2f} s")
+    if "embedded" in results:
+        # The embedded database has no network: a save costs no round-trip latency there. On a
+        # real server each round trip costs at least the network latency; this is that floor.
+        r = results["embedded"]
+        rtt = 0.001
+        save_trips = r["save"][1].total / r["save"][2] * r["n"]
+        print(f"  latency floor at {rtt * 1000:g} ms per round trip for {r['n']:,} documents: save loop "
+              f"{save_trips * rtt:,.1f} s, datafix {r['fix'][1].total * rtt:,.3f} s")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,10 @@ import time
 from celery import shared_task
 from mongoengine import StringField
 
-from benchmarks.common import OpCounter, make_app, redis_url, worker
-from proc import Proc, config, db, machine, process
+from benchmarks.common import add_tier_argument, make_app, print_tiers, redis_url, table, tiers, worker
+from proc import Proc, db, machine, process
+
+DATABASE = "proc_bench_lifecycle"
 
 _done = {"n": 0, "target": 0}
 _done_lock = threading.Lock()
@@ -129,64 +131,105 @@ def run_c(n):
     return _timed(n, lambda: [bare_task.apply_async(args=[str(d.pk)]) for d in docs])
 
 
-def count_ops(app):
-    """Database operations of one lifecycle of (a) and of (b), the document already saved."""
+def count_ops(tier):
+    """Round trips of one lifecycle of (a) and of (b), the document already saved (on the real
+    tier the commands pymongo sent, from every thread; on the embedded one the method calls)."""
 
     results = {}
     doc = _fresh(BenchTracked, 1)[0]
-    with OpCounter() as ops:
-        doc.noop()
-        doc_done = threading.Event()
-        machine.listeners.append(lambda t: t.target.value == "SUCCESS" and doc_done.set())
-        doc_done.wait(30)
+    doc_done = threading.Event()
+
+    def one_done(t):
+        if t.target.value == "SUCCESS":
+            doc_done.set()
+
+    machine.listeners.append(one_done)
+    try:
+        with tier.counter() as ops:
+            doc.noop()
+            doc_done.wait(30)
+            time.sleep(0.5)  # what the worker still writes after the final transition is counted too
+    finally:
+        machine.listeners.remove(one_done)
     results["a"] = ops
     naive = _fresh(BenchNaive, 1)[0]
     _done.update(n=0, target=1)
     _all_done.clear()
-    with OpCounter() as ops:
+    with tier.counter() as ops:
         naive.status = "PENDING"
         naive.save()
         naive_task.apply_async(args=[str(naive.pk)])
         _all_done.wait(30)
+        time.sleep(0.5)
     results["b"] = ops
     return results
 
 
+VARIANTS = (("a", "(a) proc tracked lifecycle"), ("a2", "(a') proc, sweep-only monitor"),
+            ("b", "(b) naive save() tracking"), ("c", "(c) bare Celery, no tracking"))
+
+
+def run_tier(tier, n: int, rounds: int, concurrency: int, broker: str) -> dict:
+    """Every variant, interleaved over ``rounds``, on one tier; its own worker and app."""
+    tier.connect(DATABASE)
+    app = make_app(broker)
+    rates = {key: [] for key, _ in VARIANTS}
+    runs = {"a": run_a, "a2": run_a2, "b": run_b, "c": run_c}
+    with worker(app, concurrency):
+        for fn in runs.values():
+            fn(min(50, n))  # warm up connections and code paths
+        for r in range(rounds):
+            for key, fn in runs.items():
+                rates[key].append(fn(n))
+            print(f"  {tier.name} round {r + 1}: " + "  ".join(
+                f"{label.split()[0]} {rates[key][-1]:7.1f}/s" for key, label in VARIANTS), flush=True)
+        ops = count_ops(tier)
+    tier.drop(DATABASE)
+    return {"n": n, "median": {k: statistics.median(v) for k, v in rates.items()}, "ops": ops}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n", type=int, default=1000, help="processes per variant and round, embedded tier")
+    parser.add_argument("--real-n", type=int, default=None,
+                        help="the same on the real tier (default: --n)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="--n 200 --rounds 1")
+    add_tier_argument(parser)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.rounds = 200, 1
+    sizes = {"embedded": args.n, "real": args.real_n or args.n}
 
-    config.configure(mongodb_uri="mongomock://localhost/proc_bench")
-    db.connect()
-    app = make_app(redis_url())
+    broker = redis_url()
     machine.listeners.append(_on_transition)
-    rates = {"a": [], "a2": [], "b": [], "c": []}
-    with worker(app, args.concurrency):
-        run_a(50), run_a2(50), run_b(50), run_c(50)  # warm up connections and code paths
-        for r in range(args.rounds):
-            for key, fn in (("a", run_a), ("a2", run_a2), ("b", run_b), ("c", run_c)):
-                rates[key].append(fn(args.n))
-            print(f"round {r + 1}: (a) {rates['a'][-1]:7.1f}/s  (a') {rates['a2'][-1]:7.1f}/s  "
-                  f"(b) {rates['b'][-1]:7.1f}/s  (c) {rates['c'][-1]:7.1f}/s")
-        ops = count_ops(app)
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"\n{args.n} processes per variant, {args.rounds} rounds interleaved, median rates, "
-          f"worker: {args.concurrency} threads, broker: real Redis, database: embedded")
-    print(f"  (a) proc tracked lifecycle   {med['a']:8.1f} processes/s")
-    print(f"  (a') proc, sweep-only monitor {med['a2']:8.1f} processes/s")
-    print(f"  (b) naive save() tracking    {med['b']:8.1f} processes/s")
-    print(f"  (c) bare Celery, no tracking {med['c']:8.1f} processes/s")
-    print(f"  ratio (a)/(b) = {med['a'] / med['b']:.2f}x   (goal >= 1.0x)")
-    print(f"  ratio (a')/(b) = {med['a2'] / med['b']:.2f}x  (the tracking alone vs. naive tracking)")
-    print(f"  ratio (a)/(c) = {med['a'] / med['c']:.2f}x   (tracking overhead vs. the floor)")
+    results = {}
+    with tiers(args.tier) as found:
+        print("Processes per second, one lifecycle per process; tiers:")
+        print_tiers(found)
+        for tier in found:
+            results[tier.name] = run_tier(tier, sizes[tier.name], args.rounds, args.concurrency, broker)
+        names = [t.name for t in found]
+    print()
+    print(f"{args.rounds} round(s) interleaved per tier, median rates (processes/s); sizes: "
+          + ", ".join(f"{name} {sizes[name]:,} processes per variant and round" for name in names)
+          + f"; worker: {args.concurrency} threads in this process; broker: real Redis")
+    rows = [[label] + [f"{results[name]['median'][key]:.1f}" for name in names] for key, label in VARIANTS]
+    for label, (x, y) in (("ratio (a)/(b)  (goal >= 1.0x)", ("a", "b")),
+                          ("ratio (a')/(b) (the tracking alone vs. naive)", ("a2", "b")),
+                          ("ratio (a)/(c)  (tracking overhead vs. the floor)", ("a", "c"))):
+        rows.append([label] + [f"{results[name]['median'][x] / results[name]['median'][y]:.2f}x"
+                               for name in names])
     for key, label in (("a", "proc"), ("b", "naive")):
-        o = ops[key]
-        detail = ", ".join(f"{k} {v}" for k, v in sorted(o.counts.items()))
-        print(f"  DB operations per lifecycle, {label}: {o.total} ({o.writes()} writes, "
-              f"{o.reads()} reads): {detail}")
+        rows.append([f"round trips per lifecycle, {label}"]
+                    + [f"{results[name]['ops'][key].total} ({results[name]['ops'][key].writes()} writes, "
+                       f"{results[name]['ops'][key].reads()} reads)" for name in names])
+    print(table(["", *names], rows))
+    for name in names:
+        for key, label in (("a", "proc"), ("b", "naive")):
+            print(f"  {name}, {label}: {results[name]['ops'][key].detail()}")
+    print("(embedded: collection method calls; real: commands pymongo sent, seen by a CommandListener)")
 
 
 if __name__ == "__main__":

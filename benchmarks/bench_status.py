@@ -1,15 +1,17 @@
-"""``GET /api/status`` at 10,000 and 100,000 processes on the embedded database.
+"""``GET /api/status`` at 10,000 and 100,000 processes, on the embedded database and on a real server.
 
-For each size: the database round trips of one ``/api/status`` (the same at every size:
-one aggregation per Proc collection plus the fixed needs-attention queries) and its time,
-side by side with the naive way of counting, one ``count_documents`` per (collection,
+For each tier and size: the database round trips of one ``/api/status`` (the same at every
+size: one aggregation per Proc collection plus the fixed needs-attention queries) and its
+time, side by side with the naive way of counting, one ``count_documents`` per (collection,
 status), which makes 7 round trips per collection and scans once per status.
 
-    python -m benchmarks.bench_status [--sizes 10000 100000] [--repeat 3]
+    python -m benchmarks.bench_status [--sizes 10000 100000] [--real-sizes ...] [--repeat 3]
+                                      [--quick] [--tier both|embedded|real]
 
-The embedded database (mongomock) runs every query in Python without indexes, so the
-times here are relative; the round-trip counts are what carries over to a real MongoDB,
-where each one is a network exchange.
+The real tier is ``MONGODB_URI=mongodb://...`` if set, else a private SecantusDB server
+started for the run (``benchmarks.common``). Round trips: mongomock method calls on the
+embedded tier, the commands pymongo sent (a ``CommandListener``; ``getMore`` included) on
+the real one.
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ import statistics
 import time
 from datetime import timedelta
 
-from benchmarks.common import OpCounter
-from proc import config, db, registry
+from benchmarks.common import add_tier_argument, print_tiers, table, tiers
+from proc import registry
 from proc.status import LIFECYCLE, ProcessStatus as S
 from proc.timeutil import utcnow
 
-DB_URI = "mongomock://localhost/proc_bench_status"
+DATABASE = "proc_bench_status"
 #: Share of each status in the seeded data (mostly finished, as in production).
 MIX = {S.READY: 5, S.PENDING: 3, S.DISPATCHED: 2, S.RUNNING: 3, S.WAITING_FOR_RESULT: 1,
        S.SUCCESS: 80, S.FAILURE: 6}
@@ -72,35 +74,30 @@ def naive_counts() -> dict[str, int]:
     return counts
 
 
-def timed(fn, repeat: int):
+def timed(tier, fn, repeat: int):
     """(median seconds, round trips of one call, result)."""
     times, result = [], None
-    with OpCounter() as ops:
+    with tier.counter() as ops:
         result = fn()
-        trips = ops.total
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), trips, result
+    return statistics.median(times), ops, result
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
-
-    config.configure(mongodb_uri=DB_URI)
-    database = db.connect(DB_URI)
+def run_tier(tier, sizes, repeat: int) -> list:
+    database = tier.connect(DATABASE)
     registry.load_models()
     from api import create_app, overview
 
     client = create_app({"TESTING": True, "PROC_API_TOKEN": None}).test_client()
     rows = []
-    for n in args.sizes:
+    for n in sizes:
         for name in database.list_collection_names():
             database.drop_collection(name)
+        for cls in registry.proc_classes():
+            cls.ensure_indexes()  # as a deployed database has them
         started = time.perf_counter()
         expected = seed(n)
         seeded = time.perf_counter() - started
@@ -110,24 +107,59 @@ def main(argv=None) -> None:
             assert response.status_code == 200, response.get_data(as_text=True)
             return response.get_json()
 
-        api_time, api_trips, body = timed(api_status, args.repeat)
-        agg_time, agg_trips, counts = timed(overview.aggregate_counts, args.repeat)
-        naive_time, naive_trips, naive = timed(naive_counts, args.repeat)
+        api_time, api_ops, body = timed(tier, api_status, repeat)
+        agg_time, agg_ops, counts = timed(tier, overview.aggregate_counts, repeat)
+        naive_time, naive_ops, naive = timed(tier, naive_counts, repeat)
         assert body["counts"] == counts.totals == expected == naive, (body["counts"], expected, naive)
-        rows.append((n, api_trips, api_time, agg_trips, agg_time, naive_trips, naive_time,
-                     len(body["needs_attention"]), seeded))
+        rows.append({"n": n, "api": (api_ops, api_time), "agg": (agg_ops, agg_time),
+                     "naive": (naive_ops, naive_time), "stuck": len(body["needs_attention"]),
+                     "seeded": seeded})
+        print(f"  {tier.name} {n:,}: /api/status {api_time:.3f} s, aggregation {agg_time:.3f} s, "
+              f"naive {naive_time:.3f} s (seeded in {seeded:.1f} s)", flush=True)
+    tier.drop(DATABASE)
+    return rows
 
-    collections = len(registry.proc_classes())
-    print(f"GET /api/status?workers=false on the embedded database ({collections} Proc collections), "
-          f"median of {args.repeat}; 'trips' = database round trips of one call")
-    print(f"{'processes':>10} | {'/api/status':>11} {'':>9} | {'counts+oldest aggregation':>25} {'':>9} | "
-          f"{'naive count() loop':>18} {'':>9} | {'needs attention':>15}")
-    for n, api_trips, api_time, agg_trips, agg_time, naive_trips, naive_time, stuck, _ in rows:
-        print(f"{n:>10,} | {api_trips:>5} trips {api_time:>8.3f}s | {agg_trips:>19} trips {agg_time:>8.3f}s | "
-              f"{naive_trips:>12} trips {naive_time:>8.3f}s | {stuck:>15}")
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000],
+                        help="processes, embedded tier")
+    parser.add_argument("--real-sizes", type=int, nargs="+", default=None,
+                        help="processes, real tier (default: --sizes)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="--sizes 10000 --repeat 1")
+    add_tier_argument(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeat = [10_000], 1
+    sizes = {"embedded": args.sizes, "real": args.real_sizes or args.sizes}
+
+    results = {}
+    with tiers(args.tier) as found:
+        print("GET /api/status?workers=false; tiers:")
+        print_tiers(found)
+        for tier in found:
+            results[tier.name] = run_tier(tier, sizes[tier.name], args.repeat)
+        collections = len(registry.proc_classes())
+
+    print()
+    print(f"{collections} Proc collections, model indexes created, median of {args.repeat}; "
+          "'trips' = database round trips of one call")
+    rows = []
+    for name, found_rows in results.items():
+        for r in found_rows:
+            rows.append([name, f"{r['n']:,}"] + [f"{r[k][0].total} trips, {r[k][1]:.3f} s"
+                                                  for k in ("api", "agg", "naive")]
+                        + [r["stuck"], f"{r['naive'][1] / r['agg'][1]:.2f}x"])
+    print(table(["tier", "processes", "/api/status", "counts+oldest aggregation", "naive count() loop",
+                 "needs attention", "naive / aggregation time"], rows, "<>>>>>>"))
+    for name, found_rows in results.items():
+        r = found_rows[0]
+        print(f"  {name} round trips: /api/status: {r['api'][0].detail()}; aggregation: "
+              f"{r['agg'][0].detail()}; naive: {r['naive'][0].detail()}")
     print("/api/status = everything the page shows: the aggregation (one $group per collection plus "
-          "the slot usage), the needs-attention queries of proc.stuck, JSON. The naive loop counts "
-          "only (one count_documents per collection and status), without ages or kinds.")
+          "the slot usage), the needs-attention queries of proc.stuck, the recent recoveries, JSON. The "
+          "naive loop counts only (one count_documents per collection and status), without ages or kinds.")
 
 
 if __name__ == "__main__":

@@ -1,40 +1,39 @@
-"""The monitor's sweep over 100,000 processes of which 100 are stuck, vs. a naive scan.
+"""The monitor's sweep over 100,000 processes of which 100 are stuck, vs. a naive scan, on both tiers.
 
-    .venv/bin/python -m benchmarks.bench_sweep [--processes 100000] [--stuck 100] [--repeat 3]
+    .venv/bin/python -m benchmarks.bench_sweep [--processes 100000] [--real-processes N] [--stuck 100]
+                                               [--repeat 3] [--quick] [--tier both|embedded|real]
 
-Seeds the demo's four Proc collections (mostly finished processes, some healthy active
-ones, and ``--stuck`` past their thresholds for every reason the monitor knows), then
-measures side by side, median of ``--repeat``:
+On each tier (the embedded database, then a real server: ``MONGODB_URI=mongodb://...`` if
+set, else a private SecantusDB started for the run), with the model indexes created, seeds
+the demo's four Proc collections (mostly finished processes, some healthy active ones, and
+``--stuck`` past their thresholds for every reason the monitor knows), then measures side
+by side, median of ``--repeat``:
 
 1. the sweep's detection, ``proc.stuck.find()``: its queries, the documents each returns
-   and the index each is meant to use;
+   and the index each is meant to use (on the real tier: the winning plan ``explain()``
+   reports);
 2. a naive scan: read every document of every collection and judge each in Python with
    the same ``stuck.diagnose()``.
 
 Both must name the same processes. Finally one full ``monitor.sweep()`` recovers the stuck
 ones (on the embedded in-memory broker: sends are real publishes, nothing consumes them).
-
-With ``MONGODB_URI=mongodb://...`` it runs on that server and prints each query's winning
-plan from ``explain()``; on the embedded database (mongomock, the default) queries run in
-Python without indexes, so times are relative and the index column says which index the
-query is meant to use on a real server.
+On the embedded database (mongomock) queries run in Python without indexes.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import random
 import statistics
 import time
 from datetime import timedelta
 
-from benchmarks.common import OpCounter
-from proc import celeryconf, config, db, monitor, registry, stuck
+from benchmarks.common import add_tier_argument, print_tiers, table, tiers
+from proc import celeryconf, config, monitor, registry, stuck
 from proc.status import ProcessStatus as S
 from proc.timeutil import utcnow
 
-EMBEDDED_URI = "mongomock://localhost/proc_bench_sweep"
+DATABASE = "proc_bench_sweep"
 #: Healthy processes: share of each status (mostly finished, as in production).
 MIX = {S.READY: 4, S.PENDING: 1, S.DISPATCHED: 1, S.RUNNING: 3, S.WAITING_FOR_RESULT: 1,
        S.SUCCESS: 84, S.FAILURE: 6}
@@ -112,9 +111,9 @@ def naive_scan(now) -> list:
     return found
 
 
-def timed(fn, repeat: int):
+def timed(tier, fn, repeat: int):
     """(median seconds, round trips of one call by method, result of the first call)."""
-    with OpCounter() as ops:
+    with tier.counter() as ops:
         result = fn()
         trips = dict(ops.counts)
     times = []
@@ -140,88 +139,127 @@ def show(query: dict) -> str:
     return ", ".join(parts)
 
 
-def winning_index(collection: str, query: dict) -> str:
-    """The index of the winning plan on a real server (``explain()``)."""
+def winning_plan(collection: str, query: dict) -> str:
+    """The winning plan of a real server (``explain()``): its index, or COLLSCAN, with the
+    documents it examined."""
     plan = registry.class_for(collection)._get_collection().find(query, stuck.PROJECTION).explain()
+    examined = plan.get("executionStats", {}).get("totalDocsExamined", "?")
     stage = plan.get("queryPlanner", {}).get("winningPlan", {})
     while stage:
         if stage.get("indexName"):
-            examined = plan.get("executionStats", {}).get("totalDocsExamined", "?")
-            return f"{stage['indexName']} (docs examined: {examined})"
+            return f"IXSCAN {stage['indexName']} (docs examined: {examined})"
+        if stage.get("stage") == "COLLSCAN":
+            return f"COLLSCAN (docs examined: {examined})"
         stage = stage.get("inputStage") or (stage.get("inputStages") or [None])[0]
-    return "COLLSCAN"
+    return "?"
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, default=100_000)
-    parser.add_argument("--stuck", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
-    logging.getLogger("proc").setLevel(logging.ERROR)  # the sweep logs each recovery
-
-    uri = os.environ.get("MONGODB_URI") or EMBEDDED_URI
-    real = not uri.startswith("mongomock://")
-    config.configure(mongodb_uri=uri, broker_url=config.EMBEDDED_BROKER_URL)
-    database = db.connect(uri)
+def run_tier(tier, n: int, n_stuck: int, repeat: int) -> dict:
+    database = tier.connect(DATABASE, broker_url=config.EMBEDDED_BROKER_URL)
     registry.load_models(["proc.demo.models"])
     registry.forget_settings()
-    for name in ("entry", "precheck", "upload", "project", "proc_slots", monitor.RECOVERIES):
-        database.drop_collection(name)
     for cls in registry.proc_classes():
         cls.ensure_indexes()
 
     started = time.perf_counter()
-    expected = seed(args.processes, args.stuck)
+    expected = seed(n, n_stuck)
     seeded = time.perf_counter() - started
     now = utcnow()
 
     explain: list = []
-    sweep_time, sweep_trips, found = timed(lambda: stuck.find(now, explain=explain), args.repeat)
-    queries = explain[:len(explain) // (args.repeat + 1)]
-    naive_time, naive_trips, naive = timed(lambda: naive_scan(now), args.repeat)
+    sweep_time, sweep_trips, found = timed(tier, lambda: stuck.find(now, explain=explain), repeat)
+    queries = explain[:len(explain) // (repeat + 1)]
+    naive_time, naive_trips, naive = timed(tier, lambda: naive_scan(now), repeat)
     got = {(s.collection, s.id) for s in found}
     assert got == expected == {(c, i) for c, i, _ in naive}, (len(got), len(expected), len(naive))
-    returned = sum(q["returned"] for q in queries)
-
-    print(f"Sweep over {args.processes:,} processes ({args.stuck} stuck) in {len(METHODS)} collections, "
-          f"{'MongoDB at ' + uri if real else 'embedded database (mongomock: no indexes, times relative)'}; "
-          f"seeded in {seeded:.1f} s; median of {args.repeat}")
-    print()
-    print(f"{'':<24} {'time':>9} {'round trips':>12} {'documents read':>15} {'stuck found':>12}")
-    print(f"{'sweep (stuck.find)':<24} {sweep_time:>8.3f}s {sum(sweep_trips.values()):>12} "
-          f"{returned:>15,} {len(found):>12}")
-    print(f"{'naive scan in Python':<24} {naive_time:>8.3f}s {sum(naive_trips.values()):>12} "
-          f"{args.processes:>15,} {len(naive):>12}")
-    print(f"{'ratio naive / sweep':<24} {naive_time / sweep_time:>8.1f}x {'':>12} "
-          f"{args.processes / max(returned, 1):>14.0f}x")
-    print("(the sweep's round trips: " + ", ".join(f"{n} {m}" for m, n in sorted(sweep_trips.items()))
-          + "; find on proc_slots is the slot usage; count_documents, one per child collection of each "
-          "waiting parent found, tells a lost join from slow children)")
-    print()
-    print("Queries of one sweep, the documents each returned, and the index each is meant to use:")
     for q in queries:
-        index = winning_index(q["collection"], q["filter"]) if real else "(" + ", ".join(q["index"]) + ")"
-        print(f"  {q['collection']:<9} {show(q['filter']):<78} -> {q['returned']:>3} docs  index {index}")
+        q["plan"] = winning_plan(q["collection"], q["filter"]) if tier.real else "(not used by mongomock)"
     reasons: dict = {}
     for s in found:
         reasons[s.reason] = reasons.get(s.reason, 0) + 1
-    print("Stuck by reason: " + ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items())))
+    print(f"  {tier.name} {n:,}: seeded in {seeded:.1f} s; sweep {sweep_time:.3f} s, naive {naive_time:.3f} s",
+          flush=True)
 
     celeryconf.set_app(celeryconf.make_app())
-    started = time.perf_counter()
-    report = monitor.sweep(now)
-    full = time.perf_counter() - started
+    with tier.counter() as recover_ops:
+        started = time.perf_counter()
+        report = monitor.sweep(now)
+        full = time.perf_counter() - started
     actions: dict = {}
     for o in report.outcomes:
         actions[o.action] = actions.get(o.action, 0) + 1
-    print()
-    print(f"One full monitor.sweep() (find + recover; the demo kinds use the default policy, retry): {full:.3f} s, "
-          + ", ".join(f"{a}: {n}" for a, n in sorted(actions.items())))
     again = monitor.sweep(utcnow())
-    print(f"A second sweep right after: {len(again.outcomes)} stuck "
-          f"({', '.join(sorted({o.stuck.reason for o in again.outcomes})) or 'none'}), "
-          f"{again.seconds:.3f} s")
+    tier.drop(DATABASE)
+    return {"n": n, "seeded": seeded, "sweep": (sweep_time, sweep_trips, len(found)),
+            "naive": (naive_time, naive_trips, len(naive)), "queries": queries,
+            "returned": sum(q["returned"] for q in queries), "reasons": reasons,
+            "full": (full, actions, recover_ops), "again": again}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=100_000, help="processes, embedded tier")
+    parser.add_argument("--real-processes", type=int, default=None,
+                        help="processes, real tier (default: --processes)")
+    parser.add_argument("--stuck", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="--processes 20000 --repeat 1")
+    add_tier_argument(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.processes, args.repeat = 20_000, 1
+    sizes = {"embedded": args.processes, "real": args.real_processes or args.processes}
+    logging.getLogger("proc").setLevel(logging.ERROR)  # the sweep logs each recovery
+
+    results = {}
+    with tiers(args.tier) as found:
+        print(f"Sweep over processes in {len(METHODS)} collections, {args.stuck} stuck; tiers:")
+        print_tiers(found)
+        for tier in found:
+            results[tier.name] = run_tier(tier, sizes[tier.name], args.stuck, args.repeat)
+    names = list(results)
+
+    print()
+    print(f"median of {args.repeat}; sizes: " + ", ".join(f"{name} {sizes[name]:,} processes" for name in names)
+          + "; round trips: mongomock method calls (embedded), commands sent (real)")
+    rows = []
+    for name in names:
+        r = results[name]
+        sweep_time, sweep_trips, n_found = r["sweep"]
+        naive_time, naive_trips, n_naive = r["naive"]
+        rows.append([name, "sweep (stuck.find)", f"{sweep_time:.3f} s", sum(sweep_trips.values()),
+                     f"{r['returned']:,}", n_found])
+        rows.append([name, "naive scan in Python", f"{naive_time:.3f} s", sum(naive_trips.values()),
+                     f"{r['n']:,}", n_naive])
+        rows.append([name, "ratio naive / sweep", f"{naive_time / sweep_time:.1f}x", "",
+                     f"{r['n'] / max(r['returned'], 1):.0f}x", ""])
+    print(table(["tier", "", "time", "round trips", "documents read", "stuck found"], rows, "<<>>>>"))
+    for name in names:
+        r = results[name]
+        print(f"  {name}: the sweep's round trips: " + ", ".join(
+            f"{n} {m}" for m, n in sorted(r["sweep"][1].items()))
+              + "; naive: " + ", ".join(f"{n} {m}" for m, n in sorted(r["naive"][1].items())))
+    print("  (find on proc_slots is the slot usage; count_documents (aggregate on the real tier), one per "
+          "child collection of each waiting parent found, tells a lost join from slow children)")
+    print()
+    print("Queries of one sweep, the documents each returned, and the index each is meant to use / the "
+          "real server's winning plan:")
+    for name in names:
+        for q in results[name]["queries"]:
+            print(f"  {name:<8} {q['collection']:<9} {show(q['filter']):<78} -> {q['returned']:>3} docs  "
+                  f"meant for ({', '.join(q['index'])})  {name} plan: {q['plan']}")
+    for name in names:
+        r = results[name]
+        print(f"{name}: stuck by reason: " + ", ".join(f"{k}: {v}" for k, v in sorted(r["reasons"].items())))
+    print()
+    for name in names:
+        full, actions, ops = results[name]["full"]
+        again = results[name]["again"]
+        print(f"{name}: one full monitor.sweep() (find + recover; default policy retry): {full:.3f} s, "
+              + ", ".join(f"{a}: {n}" for a, n in sorted(actions.items()))
+              + f"; {ops.total} round trips ({ops.detail()})")
+        print(f"{name}: a second sweep right after: {len(again.outcomes)} stuck "
+              f"({', '.join(sorted({o.stuck.reason for o in again.outcomes})) or 'none'}), {again.seconds:.3f} s")
 
 
 if __name__ == "__main__":
