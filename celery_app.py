@@ -1,16 +1,16 @@
 """The Celery app: ``celery -A celery_app worker``.
 
 Settings come from the environment (``CELERY_BROKER_URL``, ``MONGODB_URI``, ...); see
-``proc.celeryconf`` for what each Celery setting is for. A worker started as its own
+``proc.messaging`` for what each Celery setting is for. A worker started as its own
 process needs a real MongoDB: it refuses the embedded database (which lives in one
 process) and a database still holding documents in the old shape.
 """
 from celery import signals
 
-from proc import celeryconf
+from proc import messaging
 
-app = celeryconf.make_app()
-celeryconf.set_app(app)
+app = messaging.make_app()
+messaging.set_app(app)
 
 
 @signals.celeryd_init.connect

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from kombu.transport import virtual
 
-from proc import celeryconf
+from proc import messaging
 from proc.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class BrokerView:
 
 def look(queues, timeout: float, *, inspect: bool = True) -> BrokerView:
     """Queue depths of ``queues`` and, if ``inspect``, the live workers."""
-    app = celeryconf.get_app()
+    app = messaging.get_app()
     view = BrokerView(url=redact_url(app.conf.broker_url))
     try:
         view.depths = queue_depths(app, sorted(set(queues)), timeout)

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from proc import celeryconf, config, db, stuck
+from proc import messaging, config, db, stuck
 from proc.redact import redact_url
 from proc.timeutil import age_seconds, utcnow
 
@@ -39,7 +39,7 @@ def _check_database() -> dict:
 
 
 def _check_broker() -> dict:
-    app = celeryconf.get_app()
+    app = messaging.get_app()
     url = redact_url(app.conf.broker_url)
     try:
         broker.queue_depths(app, [], float(current_app.config["PROC_INSPECT_TIMEOUT"]) * 2)

@@ -18,13 +18,14 @@ from flask import url_for
 
 from proc import config, limits, monitor, registry, stuck
 from proc.redact import redact_url
-from proc.status import LIFECYCLE, ProcessStatus as S
+from proc.names import DEFAULT_QUEUE
+from proc.status import LIFECYCLE, PROCESSING_VALUES, ProcessStatus as S
 from proc.timeutil import age_seconds, format_age, utcnow
 
 from . import broker
 
 #: The states a process is under way in: their boxes show the age of the oldest process.
-ACTIVE = (S.PENDING.value, S.DISPATCHED.value, S.RUNNING.value, S.WAITING_FOR_RESULT.value)
+ACTIVE = PROCESSING_VALUES  # the active statuses, in lifecycle order (proc.status)
 STATUSES = tuple(s.value for s in LIFECYCLE)
 
 # Reasons the page adds to proc.stuck's, from what the broker and the workers say.
@@ -250,7 +251,7 @@ def hints(counts: Counts, view: broker.BrokerView) -> list[str]:
 def build_status(*, inspect_timeout: float, attention_limit: int, workers: bool = True,
                  recovery_hours: float = 24, recovery_limit: int = 50) -> dict:
     """Everything ``GET /api/status`` answers and the page shows."""
-    queues = {k.settings.queue for k in registry.kinds()} or {"celery"}
+    queues = {k.settings.queue for k in registry.kinds()} or {DEFAULT_QUEUE}
     with ThreadPoolExecutor(max_workers=1) as pool:
         # The broker and the workers are asked while the database answers.
         pending_view = pool.submit(broker.look, queues, inspect_timeout, inspect=workers)

@@ -157,7 +157,7 @@ def detail(collection: str, id_text: str) -> dict:
     cls, raw = find_proc(collection, id_text)
     now = utcnow()
     method = raw.get("current_process")
-    kind = registry.kind(cls, method) if method and hasattr(cls, method) else None
+    kind = registry.kind_of(cls, raw)
     verdict = None
     if kind is not None and raw.get("process_status") in STATUSES:
         verdict = stuck.diagnose(kind, raw, now, limits.usage())

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import socket
 
-from . import celeryconf, dispatch, limits, machine, registry, stuck
+from . import dispatch, execution, limits, machine, messaging, registry, stuck
 from .exceptions import IllegalTransition, ProcError, ProcessHealthy, TransitionConflict
+from .machine import Attempt, Change
 from .status import ProcessStatus as S
 from .timeutil import utcnow
 
@@ -24,9 +25,7 @@ def load(collection: str, id) -> tuple[registry.Kind | None, type, dict]:
     raw = cls._get_collection().find_one({"_id": id})
     if raw is None:
         raise LookupError(f"no {cls.__name__} with id {id!r} in collection {collection!r}")
-    method = raw.get("current_process")
-    kind = registry.kind(cls, method) if method and hasattr(cls, method) else None
-    return kind, cls, raw
+    return registry.kind_of(cls, raw), cls, raw
 
 
 def _require_stuck(kind, raw: dict, action: str) -> None:
@@ -46,12 +45,13 @@ def reset(collection: str, id, *, by: str, force: bool = False) -> dict:
     kind, cls, raw = load(collection, id)
     if not force:
         _require_stuck(kind, raw, "reset")
-    after = machine.transition(cls._get_collection(), raw["_id"], "reset", attempt=raw["attempt"],
-                               set={"current_process_step": None, "deadline": None},
-                               note=f"reset by {by}", by=by, host=socket.gethostname(), fetch=True)
+    attempt = Attempt.of(collection, raw)
+    after = machine.transition(attempt, "reset", Change(
+        fields={"current_process_step": None, "deadline": None}, note=f"reset by {by}", by=by,
+        host=socket.gethostname()), fetch=True)
     if after is None:
         raise TransitionConflict(f"{collection}/{id} changed while being reset; look again")
-    dispatch.attempt_over(kind, raw["_id"], raw["attempt"], parent=after.get("parent"))
+    execution.attempt_over(kind, attempt)
     return after
 
 
@@ -62,7 +62,7 @@ def redispatch(collection: str, id, *, by: str, force: bool = False) -> dict:
         raise ProcError(f"{collection}/{id} has no process to send again (current_process is empty)")
     if not force:
         _require_stuck(kind, raw, "redispatch")
-    after = dispatch.redispatch(raw, kind, note=f"redispatched by {by}", by=by)
+    after = dispatch.redispatch(kind, raw, note=f"redispatched by {by}", by=by)
     if after is None:
         raise TransitionConflict(f"{collection}/{id} changed while being redispatched; look again")
     return after
@@ -73,15 +73,16 @@ def cancel(collection: str, id, *, by: str) -> dict:
     kind, cls, raw = load(collection, id)
     if raw.get("process_status") not in machine.RULES["fail"].sources:
         raise IllegalTransition(f"cannot cancel a process that is {raw.get('process_status')}")
-    after = machine.transition(cls._get_collection(), raw["_id"], "fail", attempt=raw["attempt"],
-                               errors=[f"cancelled by {by}"], note=f"cancelled by {by}", by=by,
-                               host=socket.gethostname(), fetch=True)
+    attempt = Attempt.of(collection, raw)
+    after = machine.transition(attempt, "fail", Change(
+        errors=[f"cancelled by {by}"], note=f"cancelled by {by}", by=by, host=socket.gethostname()),
+        fetch=True)
     if after is None:
         raise TransitionConflict(f"{collection}/{id} changed while being cancelled; look again")
     if raw.get("celery_task_id"):
         try:
-            celeryconf.get_app().control.revoke(raw["celery_task_id"])
+            messaging.get_app().control.revoke(raw["celery_task_id"])
         except Exception as exc:  # the attempt check already makes the message harmless
             log.warning("could not revoke task %s: %s", raw["celery_task_id"], exc)
-    dispatch.attempt_over(kind, raw["_id"], raw["attempt"], parent=after.get("parent"))
+    execution.attempt_over(kind, attempt)
     return after

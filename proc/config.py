@@ -89,9 +89,6 @@ class Settings:
     def embedded_db(self) -> bool:
         return self.mongodb_uri.startswith("mongomock://")
 
-    @property
-    def embedded_broker(self) -> bool:
-        return self.broker_url.startswith("memory://")
 
 
 _settings: Settings | None = None

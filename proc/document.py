@@ -12,8 +12,9 @@ from mongoengine import (
     StringField,
 )
 
-from . import db, machine
-from .exceptions import IllegalTransition, ProcError
+from . import db, dispatch, heartbeat, machine, registry
+from .exceptions import IllegalTransition
+from .machine import Attempt
 from .status import COMPLETED, PROCESSING, VALUES, ProcessStatus
 from .timeutil import age_seconds, format_age, utcnow
 
@@ -123,18 +124,15 @@ class Proc(Document):
         Inside a worker the write is folded into the heartbeat (at most one write per
         heartbeat interval); outside one it is written at once, only for this attempt.
         """
-        from . import heartbeat
-
         self._data["current_process_step"] = step
         if not heartbeat.touch(self, step):
-            machine.update_fields(self._get_collection(), self.pk, attempt=self.attempt,
-                                  statuses=PROCESSING, set={"current_process_step": step})
+            machine.update_fields(Attempt.of_doc(self), statuses=PROCESSING,
+                                  fields={"current_process_step": step})
 
     def warn(self, message: str) -> None:
         """Record a warning on this process (kept in ``warnings``, newest N)."""
         self.warnings.append(str(message))
-        machine.update_fields(self._get_collection(), self.pk, attempt=self.attempt,
-                              statuses=PROCESSING, warnings=[message])
+        machine.update_fields(Attempt.of_doc(self), statuses=PROCESSING, warnings=[message])
 
     # -- children -----------------------------------------------------------------------
 
@@ -144,9 +142,7 @@ class Proc(Document):
         The parent shows WAITING_FOR_RESULT after its method returns until the last child
         finishes; then its join runs once (see ``@process(join=...)``).
         """
-        from . import children
-
-        return children.spawn(self, bound_process, args, kwargs)
+        return dispatch.spawn(self, bound_process, args, kwargs)
 
     # -- waiting --------------------------------------------------------------------------
 
@@ -201,13 +197,4 @@ class Proc(Document):
         return "\n".join(lines)
 
 
-def collection_of(doc_or_cls):
-    """The pymongo collection of a Proc subclass or instance, on the connected database."""
-    cls = doc_or_cls if isinstance(doc_or_cls, type) else type(doc_or_cls)
-    db.database()
-    return cls._get_collection()
-
-
-def require_saved(doc: Proc) -> None:
-    if doc.pk is None:
-        raise ProcError(f"save the {type(doc).__name__} before calling a process on it")
+registry.register_base(Proc)

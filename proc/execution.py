@@ -1,11 +1,19 @@
-"""What a worker does with a message: claim the attempt, run the method, record the end.
+"""What a worker does with a message: claim the attempt, run the method, end the attempt,
+and run a parent's join when its last child ends.
 
 The claim is the RUNNING transition, conditional on this message's attempt and on the
 process still being PENDING or DISPATCHED; it returns the document, so the method's
 document is loaded by that one write. A duplicate, redelivered or stale message finds
 nothing to claim and does nothing. The claim and the end of the attempt ride out a short
-database outage (``durable`` writes, ``PROC_DB_OUTAGE_TIMEOUT``). One process's failure is recorded on its own document
-and never propagates to the worker or to other processes.
+database outage (``durable`` writes, ``PROC_DB_OUTAGE_TIMEOUT``). One process's failure
+is recorded on its own document and never propagates to the worker or to other processes.
+
+The end of every attempt (a worker's final write, an operator's reset or cancel, the
+monitor failing it) goes through ``attempt_over``: the slot is given back, the pending
+monitor check dropped, and the parent joined if this was its last running child. The
+join (``try_join``) flips the parent WAITING_FOR_RESULT -> RUNNING with one conditional
+write, so exactly one caller wins, and the winner runs the join here (``execute``), whose
+end is again an ``attempt_over``: the recursion stays in this module.
 """
 from __future__ import annotations
 
@@ -15,9 +23,10 @@ import traceback
 
 from bson import json_util
 
-from . import children, db, dispatch, heartbeat, machine, registry
+from . import children, db, dispatch, heartbeat, machine, messaging, registry
 from .exceptions import ProcessFailure
-from .status import ProcessStatus as S
+from .machine import Attempt, Change
+from .status import PROCESSING, ProcessStatus as S
 from .timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -28,15 +37,13 @@ def run_message(collection: str, id_json: str, method: str, args, kwargs, attemp
     """Run one Celery message of ``proc.run``. Returns what happened, for logs and tests."""
     cls = registry.class_for(collection)
     kind = registry.kind(cls, method)
-    pk = json_util.loads(id_json)
     host = hostname or socket.gethostname()
-    coll = cls._get_collection()
-    raw = machine.transition(coll, pk, "claim", attempt=attempt,
-                             set={"worker_hostname": host, "heartbeat": utcnow()},
-                             note=f"{method} started", host=host, fetch=True, durable=True)
+    target = Attempt(collection, json_util.loads(id_json), attempt)
+    raw = machine.transition(target, "claim", Change(
+        fields={"worker_hostname": host, "heartbeat": utcnow()}, note=f"{method} started", host=host),
+        fetch=True, durable=True)
     if raw is None:
-        log.info("ignored message for %s %s attempt %s: already claimed, finished or superseded",
-                 kind.name, pk, attempt)
+        log.info("ignored message for %s %s: already claimed, finished or superseded", kind.name, target)
         return "ignored"
     doc = cls._from_son(raw)
     return execute(kind, doc, lambda: kind.process.fn(doc, *args, **(kwargs or {})), host=host)
@@ -44,10 +51,10 @@ def run_message(collection: str, id_json: str, method: str, args, kwargs, attemp
 
 def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
     """Run ``call`` for the RUNNING ``doc`` and write how it ended. Returns the final status."""
-    coll = doc._get_collection()
+    attempt = Attempt.of_doc(doc)
     if joining:  # the join's WAITING -> RUNNING flip wrote no heartbeat and no new deadline
-        _refresh_for_join(kind, doc, coll)
-    beat = heartbeat.start(coll, doc.pk, doc.attempt, host)
+        _refresh_for_join(kind, doc, attempt)
+    beat = heartbeat.start(attempt, host)
     children.begin(doc)
     errors: list[str] = []
     try:
@@ -65,13 +72,13 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
 
     if not errors and spawned:
         fields["child_collections"] = sorted(set(doc.child_collections or []) | spawned)
-        after = machine.transition(coll, doc.pk, "wait", attempt=doc.attempt, set=fields,
-                                   note="waiting for child processes", host=host, durable=True)
+        after = machine.transition(attempt, "wait", Change(
+            fields=fields, note="waiting for child processes", host=host), durable=True)
         if after is None:
             return _superseded(kind, doc)
         if not joining:
-            dispatch.release_slot(kind, doc.pk, doc.attempt)
-        children.try_join(doc._get_collection_name(), doc.pk, doc.attempt)
+            dispatch.release_slot(kind, attempt)
+        try_join(attempt)
         return S.WAITING_FOR_RESULT.value
 
     if not errors and (joining or doc.child_collections):
@@ -80,23 +87,66 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
 
     event = "fail" if errors else "succeed"
     note = f"{'join of ' if joining else ''}{doc.current_process} " + ("failed" if errors else "succeeded")
-    after = machine.transition(coll, doc.pk, event, attempt=doc.attempt, sources=[S.RUNNING],
-                               set=fields, errors=errors, warnings=warnings, note=note, host=host,
-                               durable=True)
+    after = machine.transition(attempt, event, Change(
+        fields=fields, errors=errors, warnings=warnings, note=note, host=host, sources=[S.RUNNING]),
+        durable=True)
     if after is None:
         return _superseded(kind, doc)
-    dispatch.attempt_over(kind, doc.pk, doc.attempt, parent=doc.parent, task_id=doc.celery_task_id,
-                          slot=not joining)
+    attempt_over(kind, attempt, slot=not joining)
     return after["process_status"]
 
 
-def _refresh_for_join(kind, doc, coll) -> None:
+def attempt_over(kind, attempt: Attempt, *, slot: bool = True) -> None:
+    """``attempt`` left its active state (finished, failed, reset, cancelled): give back its
+    concurrency slot (``slot``), drop its pending monitor check, and let its parent join if
+    it was the last child. ``kind`` may be None (no known process method)."""
+    if kind is not None:
+        if slot:
+            dispatch.release_slot(kind, attempt)
+        if attempt.task_id and kind.settings.monitor_checks:
+            messaging.forget_check(attempt.task_id)  # its pending check would find it finished anyway
+    notify_parent(Attempt.from_ref(attempt.parent))
+
+
+def notify_parent(parent: Attempt | None) -> None:
+    """After a child finished: let its parent join if it was the last one."""
+    if parent is None:
+        return
+    try:
+        try_join(parent)
+    except Exception:  # the monitor runs a lost join; the child's own result stands
+        log.exception("join of parent %s failed to start", parent)
+
+
+def try_join(parent: Attempt) -> str | None:
+    """Run the parent's join if its last child has finished and nobody else won the flip."""
+    cls = registry.class_for(parent.collection)
+    raw = cls._get_collection().find_one(
+        {"_id": parent.id, "attempt": parent.number, "process_status": S.WAITING_FOR_RESULT.value},
+        {"child_collections": 1})
+    if raw is None:
+        return None
+    if children.count_children(parent, raw.get("child_collections"), PROCESSING):
+        return None
+    host = socket.gethostname()
+    raw = machine.transition(parent, "join", Change(note="all child processes finished", host=host),
+                             fetch=True)
+    if raw is None:
+        return None  # another finishing child (or the monitor) won the join
+    doc = cls._from_son(raw)
+    kind = registry.kind(cls, doc.current_process)
+    join_name = kind.process.join
+    call = getattr(doc, join_name) if join_name else (lambda: None)
+    return execute(kind, doc, call, host=host, joining=True)
+
+
+def _refresh_for_join(kind, doc, attempt: Attempt) -> None:
     """Give a join a fresh heartbeat and, if the deadline has passed, the kind's expected duration."""
     fields = {"heartbeat": utcnow()}
     if doc.deadline is None or doc.deadline < fields["heartbeat"]:
         fields["deadline"] = dispatch.deadline(kind, doc.to_mongo().to_dict())
-    db.retrying(lambda: machine.update_fields(coll, doc.pk, attempt=doc.attempt, statuses=[S.RUNNING],
-                                             set=fields), f"refreshing the join of {kind.name} {doc.pk}")
+    db.retrying(lambda: machine.update_fields(attempt, statuses=[S.RUNNING], fields=fields),
+                f"refreshing the join of {kind.name} {doc.pk}")
 
 
 def _superseded(kind, doc) -> str:

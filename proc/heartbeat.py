@@ -31,9 +31,7 @@ _UNSET = object()
 class Beat:
     """The heartbeat of one attempt of one process, run by the thread that runs it."""
 
-    def __init__(self, collection, id, attempt: int, interval: float, host: str | None = None):
-        self.collection = collection
-        self.id = id
+    def __init__(self, attempt: machine.Attempt, interval: float, host: str | None = None):
         self.attempt = attempt
         self.interval = interval
         self.host = host
@@ -64,25 +62,24 @@ class Beat:
             self.pending_step = _UNSET
             self.last_write = time.monotonic()
         try:
-            matched = machine.update_fields(self.collection, self.id, attempt=self.attempt,
-                                            statuses=[S.RUNNING], set=fields)
+            matched = machine.update_fields(self.attempt, statuses=[S.RUNNING], fields=fields)
         except db.OUTAGE_ERRORS as exc:
             with self.lock:
                 if self.pending_step is _UNSET and not self.stopped:
                     self.pending_step = sent  # keep it for the next beat (or the final write)
                 failures, self.failures = self.failures, self.failures + 1
             (log.warning if failures == 0 else log.debug)(
-                "heartbeat of %s/%s not written, the database is away (%s); the step is kept "
-                "and written with the next beat", self.collection.name, self.id, type(exc).__name__)
+                "heartbeat of %s not written, the database is away (%s); the step is kept "
+                "and written with the next beat", self.attempt, type(exc).__name__)
             return
         if self.failures:
-            log.warning("heartbeat of %s/%s written again after %d failed beat(s)",
-                        self.collection.name, self.id, self.failures)
+            log.warning("heartbeat of %s written again after %d failed beat(s)",
+                        self.attempt, self.failures)
             self.failures = 0
         if not matched:
             self.superseded = True
-            log.warning("%s/%s attempt %s was superseded (no longer RUNNING at this attempt); "
-                        "its heartbeat writes change nothing", self.collection.name, self.id, self.attempt)
+            log.warning("%s was superseded (no longer RUNNING at this attempt); "
+                        "its heartbeat writes change nothing", self.attempt)
 
     def touch(self, step) -> None:
         """Record ``step`` for the heartbeat thread: written at once if the last write is an
@@ -120,17 +117,17 @@ def _run() -> None:
                 try:
                     beat.write()
                 except Exception:  # the DB may be briefly away; try at the next interval
-                    log.exception("heartbeat of %s/%s failed", beat.collection.name, beat.id)
+                    log.exception("heartbeat of %s failed", beat.attempt)
             next_due = min(next_due, beat.due)
         _planned_wake[0] = next_due
         _wake.wait(timeout=max(0.01, next_due - time.monotonic()))
         _wake.clear()
 
 
-def start(collection, id, attempt: int, host: str | None = None) -> Beat:
-    """Begin heartbeating one process in the calling thread, on behalf of worker ``host``."""
+def start(attempt: machine.Attempt, host: str | None = None) -> Beat:
+    """Begin heartbeating one attempt in the calling thread, on behalf of worker ``host``."""
     global _thread
-    beat = Beat(collection, id, attempt, config.get().heartbeat_interval, host)
+    beat = Beat(attempt, config.get().heartbeat_interval, host)
     with _beats_lock:
         _beats[_key(beat)] = beat
         if _thread is None or not _thread.is_alive():
@@ -162,8 +159,8 @@ def current() -> Beat | None:
 def touch(doc, step) -> bool:
     """Route a step update of ``doc`` through the running beat of this thread, if it is its."""
     beat = current()
-    if beat is None or beat.id != doc.pk or beat.attempt != doc.attempt \
-            or beat.collection.name != doc._get_collection_name():
+    if beat is None or beat.attempt.id != doc.pk or beat.attempt.number != doc.attempt \
+            or beat.attempt.collection != doc._get_collection_name():
         return False
     beat.touch(step)
     return True

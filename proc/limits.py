@@ -4,7 +4,7 @@ One document per limited kind in ``proc_slots``: ``{_id: kind, holders: [key, ..
 A slot is taken by one conditional ``$push`` (only if the array is shorter than the
 limit and does not hold the key yet) and given back by ``$pull``, both atomic on the
 server, so the limit holds under any number of concurrent callers and a double release
-is harmless. A holder is one attempt of one process (``proc.machine.attempt_key``).
+is harmless. A holder is one attempt of one process (``proc.machine.Attempt.key``).
 """
 from __future__ import annotations
 

@@ -1,30 +1,32 @@
-"""The state machine: which status changes exist, and the one function that writes them.
+"""The state machine: which status changes exist, the value naming one attempt, and the one
+function that writes a status.
 
 The rules below are the whole truth about allowed transitions. Every status write in
 proc (dispatch, worker, join, monitor, admin actions, CLI) goes through ``transition()``:
-one atomic ``find_one_and_update`` filtered on the document's id, expected status(es)
-and expected attempt, that sets the new status and appends to ``history`` in the same
-write. A write that finds the document in another state or attempt changes nothing and
-returns ``None`` (the caller reports it); a transition the rules do not allow raises
-``IllegalTransition`` before anything is sent.
+one atomic ``update_one``/``find_one_and_update`` filtered on the document's id, expected
+status(es) and expected attempt, that sets the new status and appends to ``history`` in
+the same write. A write that finds the document in another state or attempt changes
+nothing and returns ``None`` (the caller reports it); a transition the rules do not allow
+raises ``IllegalTransition`` before anything is sent.
+
+One attempt of one process is an ``Attempt`` (collection, id, attempt number, parent, task
+id); what a write changes besides the status is a ``Change``.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
 from bson import json_util
 from pymongo import ReturnDocument
 
 from . import config, db
 from .exceptions import IllegalTransition
-from .status import COMPLETED, ProcessStatus as S
+from .status import COMPLETED, PROCESSING, ProcessStatus as S
 from .timeutil import utcnow
 
 log = logging.getLogger(__name__)
-
-ACTIVE = frozenset({S.PENDING, S.DISPATCHED, S.RUNNING, S.WAITING_FOR_RESULT})
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,11 @@ RULES: dict[str, Rule] = {
         Rule("join", frozenset({S.WAITING_FOR_RESULT}), S.RUNNING, False,
              "the last child finished; exactly one caller wins this and runs the join"),
         Rule("succeed", frozenset({S.RUNNING}), S.SUCCESS, False, "the method (or join) returned"),
-        Rule("fail", ACTIVE, S.FAILURE, False,
+        Rule("fail", PROCESSING, S.FAILURE, False,
              "the method raised, or recovery/cancel ended an active process"),
-        Rule("reset", ACTIVE | {S.FAILURE}, S.READY, False,
+        Rule("reset", PROCESSING | {S.FAILURE}, S.READY, False,
              "an operator put a stuck or failed process back to READY"),
-        Rule("redispatch", ACTIVE | {S.FAILURE}, S.PENDING, True,
+        Rule("redispatch", PROCESSING | {S.FAILURE}, S.PENDING, True,
              "recovery or an operator sends a stuck or failed process again, as a new attempt"),
     )
 }
@@ -65,8 +67,72 @@ RULES: dict[str, Rule] = {
 ALLOWED: frozenset = frozenset((src, r.target) for r in RULES.values() for src in r.sources)
 
 
-def is_allowed(source, target) -> bool:
-    return (S(source), S(target)) in ALLOWED
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of one process: what every status write, slot and parent link names."""
+
+    collection: str
+    id: Any
+    number: int
+    parent: Mapping | None = None
+    """The parent's attempt as stored on a child: ``{collection, id, attempt}``."""
+    task_id: str | None = None
+    """The Celery task id of this attempt's message."""
+
+    @classmethod
+    def of(cls, collection: str, raw: Mapping) -> "Attempt":
+        """The current attempt of the raw document ``raw`` of ``collection``."""
+        return cls(collection, raw["_id"], raw.get("attempt", 0), raw.get("parent") or None,
+                   raw.get("celery_task_id"))
+
+    @classmethod
+    def of_doc(cls, doc) -> "Attempt":
+        """The current attempt of a ``Proc`` document (as loaded)."""
+        return cls(doc._get_collection_name(), doc.pk, doc.attempt, doc.parent or None, doc.celery_task_id)
+
+    @classmethod
+    def from_ref(cls, ref: Mapping | None) -> "Attempt | None":
+        """The attempt a stored ``{collection, id, attempt}`` reference names (a child's parent)."""
+        return None if not ref else cls(ref["collection"], ref["id"], ref["attempt"])
+
+    @property
+    def key(self) -> str:
+        """``collection/<id as extended JSON>/attempt``: a child's ``parent_key`` and a
+        concurrency slot's holder."""
+        return f"{self.collection}/{json_util.dumps(self.id)}/{self.number}"
+
+    def ref(self) -> dict:
+        """This attempt as stored on its children (``parent``)."""
+        return {"collection": self.collection, "id": self.id, "attempt": self.number}
+
+    def with_number(self, number: int) -> "Attempt":
+        return Attempt(self.collection, self.id, number, self.parent, self.task_id)
+
+    def __str__(self) -> str:
+        return f"{self.collection}/{self.id} attempt {self.number}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a status write changes besides the status, and what it expects to find."""
+
+    fields: Mapping = field(default_factory=dict)
+    """Other fields set by the same write (``$set``)."""
+    unset: Iterable[str] = ()
+    errors: Iterable[str] = ()
+    """Appended to ``errors`` (newest ``PROC_MESSAGES_LIMIT`` kept)."""
+    warnings: Iterable[str] = ()
+    note: str | None = None
+    """Written to the history entry, with ``host`` and ``by`` (who asked: "monitor", "cli:ann")."""
+    host: str | None = None
+    by: str | None = None
+    sources: Iterable | None = None
+    """The statuses the document must be in (default: every source of the rule)."""
+    guard: Mapping | None = None
+    """Further conditions the document must meet (e.g. the heartbeat that was judged lost)."""
+
+
+NO_CHANGE = Change()
 
 
 @dataclass(frozen=True)
@@ -89,12 +155,6 @@ class Transition:
 listeners: list[Callable[[Transition], None]] = []
 
 
-def attempt_key(collection: str, id, attempt: int) -> str:
-    """One attempt of one process as a string, ``collection/<id as extended JSON>/attempt``:
-    a child's ``parent_key`` and a concurrency slot's holder."""
-    return f"{collection}/{json_util.dumps(id)}/{attempt}"
-
-
 def rule(event: str) -> Rule:
     try:
         return RULES[event]
@@ -108,34 +168,32 @@ def capped_push(values: Iterable, cap: int | None = None) -> dict:
     return {"$each": list(values), "$slice": -(cap or config.get().messages_limit)}
 
 
-def transition(
-    collection,
-    id,
-    event: str,
-    *,
-    attempt: int,
-    sources: Iterable | None = None,
-    set: dict | None = None,
-    unset: Iterable[str] = (),
-    errors: Iterable[str] = (),
-    warnings: Iterable[str] = (),
-    note: str | None = None,
-    host: str | None = None,
-    by: str | None = None,
-    extra_filter: dict | None = None,
-    fetch: bool = False,
-    durable: bool = False,
-) -> dict | None:
-    """Apply ``event`` to the document ``id`` of the pymongo ``collection``, atomically.
+def _collection(attempt: Attempt):
+    return db.status_collection(db.database()[attempt.collection])
 
-    Only a document whose status is one of ``sources`` (default: all the rule's sources)
-    and whose ``attempt`` equals ``attempt`` is changed. Returns ``None`` when no document
-    matched (lost race, stale attempt, gone). Otherwise, with ``fetch=True``, the whole
-    document after the write (one ``find_one_and_update`` returning the pre-image, to which
-    this write's changes are applied here: the result is exactly what the server stored);
-    with ``fetch=False`` (one ``update_one``), only ``_id``, ``attempt`` and the fields
-    this write set. ``errors``/``warnings`` are appended (capped); ``set``/``unset``
-    change other fields in the same write. A ``new_attempt`` event increments ``attempt``.
+
+def _sources(r: Rule, sources) -> frozenset:
+    src = frozenset(S(s) for s in (sources if sources is not None else r.sources))
+    illegal = sorted(s.value for s in src - r.sources)
+    if illegal or not src:
+        raise IllegalTransition(
+            f"{r.event}: {', '.join(illegal) or 'no source'} -> {r.target.value} is not allowed; "
+            f"allowed sources: {', '.join(sorted(s.value for s in r.sources))}"
+        )
+    return src
+
+
+def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetch: bool = False,
+               durable: bool = False) -> dict | None:
+    """Apply ``event`` to ``attempt``'s document, atomically, with ``change``.
+
+    Only a document in one of ``change.sources`` (default: the rule's sources) at this
+    attempt number (and meeting ``change.guard``) is changed. Returns ``None`` when no
+    document matched (lost race, stale attempt, gone). Otherwise, with ``fetch=True``, the
+    whole document after the write (one ``find_one_and_update`` returning the pre-image, to
+    which this write's changes are applied here: the result is exactly what the server
+    stored); with ``fetch=False`` (one ``update_one``), only ``_id``, ``attempt`` and the
+    fields this write set. A ``new_attempt`` event increments ``attempt``.
 
     ``durable=True`` (the writes a process's outcome depends on: the claim, the end of an
     attempt) rides out a database outage: the write is tried again with backoff for
@@ -145,43 +203,35 @@ def transition(
     write's history entry) and reports success if it finds it, superseded only if not.
     """
     r = rule(event)
-    src = frozenset(S(s) for s in (sources if sources is not None else r.sources))
-    illegal = sorted(s.value for s in src - r.sources)
-    if illegal or not src:
-        raise IllegalTransition(
-            f"{event}: {', '.join(illegal) or 'no source'} -> {r.target.value} is not allowed; "
-            f"allowed sources: {', '.join(sorted(s.value for s in r.sources))}"
-        )
+    src = _sources(r, change.sources)
     settings = config.get()
     now = utcnow()
-    new_attempt = attempt + 1 if r.new_attempt else attempt
+    new_attempt = attempt.number + 1 if r.new_attempt else attempt.number
     entry = {"status": r.target.value, "event": event, "time": now, "attempt": new_attempt}
-    for name, value in (("host", host), ("note", note), ("by", by)):
+    for name, value in (("host", change.host), ("note", change.note), ("by", change.by)):
         if value:  # absent rather than null: history is copied on every later write
             entry[name] = value
-    fields = dict(set or {})
+    fields = dict(change.fields)
     fields.update(process_status=r.target.value, last_status_change=now)
     if r.target in COMPLETED:
         fields["complete_time"] = now
     pushes = {"history": ([entry], settings.history_limit)}
-    if errors:
-        pushes["errors"] = ([str(e) for e in errors], settings.messages_limit)
-    if warnings:
-        pushes["warnings"] = ([str(w) for w in warnings], settings.messages_limit)
+    if change.errors:
+        pushes["errors"] = ([str(e) for e in change.errors], settings.messages_limit)
+    if change.warnings:
+        pushes["warnings"] = ([str(w) for w in change.warnings], settings.messages_limit)
     update: dict = {
         "$set": fields,
         "$push": {name: capped_push(values, cap) for name, (values, cap) in pushes.items()},
     }
     if r.new_attempt:
         update["$inc"] = {"attempt": 1}
-    unset = [u for u in unset if u not in fields]
+    unset = [u for u in change.unset if u not in fields]
     if unset:
         update["$unset"] = {u: "" for u in unset}
-    query = {"_id": id, "attempt": attempt,
-             "process_status": {"$in": sorted(s.value for s in src)}}
-    if extra_filter:
-        query.update(extra_filter)
-    coll = db.status_collection(collection)
+    query = {"_id": attempt.id, "attempt": attempt.number,
+             "process_status": {"$in": sorted(s.value for s in src)}, **(change.guard or {})}
+    coll = _collection(attempt)
 
     def write():
         if fetch:
@@ -191,20 +241,20 @@ def transition(
 
     if durable:
         retried = []
-        matched, before = db.retrying(write, f"writing {event} of {collection.name}/{id}",
+        matched, before = db.retrying(write, f"writing {event} of {attempt}",
                                       on_retry=lambda: retried.append(True))
         if not matched and retried:
-            landed = db.retrying(lambda: _own_result(coll, id, new_attempt, entry, fetch),
-                                 f"reading {collection.name}/{id} after {event}")
+            landed = db.retrying(lambda: _own_result(coll, attempt.id, new_attempt, entry, fetch),
+                                 f"reading {attempt.collection}/{attempt.id} after {event}")
             if landed is not None:
-                log.warning("%s %s/%s (attempt %s): the reply was lost in an outage, but the write "
-                            "had landed", event, collection.name, id, new_attempt)
-                return _landed(collection, id, event, r.target, new_attempt, note, landed, fields, fetch)
+                log.warning("%s %s: the reply was lost in an outage, but the write had landed",
+                            event, attempt.with_number(new_attempt))
+                return _landed(attempt, event, r.target, new_attempt, change.note, landed, fields, fetch)
     else:
         matched, before = write()
     if not matched:
-        log.info("%s %s/%s (attempt %s): no change, the document is not in %s at that attempt",
-                 event, collection.name, id, attempt, "/".join(sorted(s.value for s in src)))
+        log.info("%s %s: no change, the document is not in %s at that attempt",
+                 event, attempt, "/".join(sorted(s.value for s in src)))
         return None
     if before is not None:
         after = dict(before)
@@ -214,11 +264,12 @@ def transition(
             after.pop(name, None)
         source = S(before["process_status"])
     else:
-        after = {"_id": id}
+        after = {"_id": attempt.id}
         source = next(iter(src)) if len(src) == 1 else None
     after.update(fields)
     after["attempt"] = new_attempt
-    _notify(Transition(collection.name, id, event, source, r.target, new_attempt, note, after))
+    _notify(Transition(attempt.collection, attempt.id, event, source, r.target, new_attempt,
+                       change.note, after))
     return after
 
 
@@ -231,21 +282,20 @@ def _own_result(coll, id, attempt: int, entry: dict, fetch: bool) -> dict | None
     return coll.find_one(query, None if fetch else {"_id": 1, "attempt": 1, "history": {"$slice": -2}})
 
 
-def _landed(collection, id, event, target, attempt, note, stored: dict, fields: dict,
+def _landed(attempt: Attempt, event, target, number, note, stored: dict, fields: dict,
             fetch: bool) -> dict:
     """The result of a write whose reply was lost, from the document as stored."""
     if fetch:
         after = dict(stored)
     else:  # as update_one reports it: the fields this write set
-        after = {"_id": id, **fields, "attempt": attempt}
+        after = {"_id": attempt.id, **fields, "attempt": number}
     history = stored.get("history") or []
     source = S(history[-2]["status"]) if len(history) >= 2 and history[-2].get("status") in S.__members__ else None
-    t = Transition(collection.name, id, event, source, target, attempt, note, after)
-    _notify(t)
+    _notify(Transition(attempt.collection, attempt.id, event, source, target, number, note, after))
     return after
 
 
-def _notify(t: "Transition") -> None:
+def _notify(t: Transition) -> None:
     for listener in list(listeners):
         try:
             listener(t)
@@ -253,17 +303,18 @@ def _notify(t: "Transition") -> None:
             log.exception("transition listener %r failed", listener)
 
 
-def update_fields(collection, id, *, attempt: int, statuses: Iterable, set: dict | None = None,
+def update_fields(attempt: Attempt, *, statuses: Iterable, fields: Mapping | None = None,
                   warnings: Iterable[str] = (), errors: Iterable[str] = (),
-                  extra_filter: dict | None = None) -> bool:
-    """Change non-status fields of a document, only while it is in ``statuses`` at ``attempt``.
+                  guard: Mapping | None = None) -> bool:
+    """Change non-status fields of ``attempt``'s document, only while it is in ``statuses``
+    at that attempt.
 
     Used for progress (``current_process_step``, ``heartbeat``) so a late write from a
     superseded attempt changes nothing. Returns whether the document matched.
     """
     update: dict = {}
-    if set:
-        update["$set"] = dict(set)
+    if fields:
+        update["$set"] = dict(fields)
     push = {}
     if warnings:
         push["warnings"] = capped_push(str(w) for w in warnings)
@@ -273,7 +324,6 @@ def update_fields(collection, id, *, attempt: int, statuses: Iterable, set: dict
         update["$push"] = push
     if not update:
         return True
-    query = {"_id": id, "attempt": attempt,
-             "process_status": {"$in": sorted(S(s).value for s in statuses)}, **(extra_filter or {})}
-    result = collection.update_one(query, update)
-    return result.matched_count == 1
+    query = {"_id": attempt.id, "attempt": attempt.number,
+             "process_status": {"$in": sorted(S(s).value for s in statuses)}, **(guard or {})}
+    return _collection(attempt).update_one(query, update).matched_count == 1

@@ -50,30 +50,26 @@ Countdowns and the Redis visibility timeout: Redis hands a message with a countd
 worker at once, and the worker holds it unacknowledged until it is due; if that takes
 longer than the broker's ``visibility_timeout`` Redis delivers it again to another worker
 (early redelivery: two copies). Every countdown this module schedules is therefore capped
-at half the visibility timeout (``celeryconf.max_countdown``); a check that fires before
+at half the visibility timeout (``messaging.max_countdown``); a check that fires before
 the process is due simply schedules itself again.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 
-from bson import json_util
-
-from . import celeryconf, children, db, dispatch, limits, machine, registry, stuck
+from . import db, dispatch, execution, limits, machine, messaging, registry, stuck
 from .exceptions import BrokerUnavailable, UnknownKind
+from .machine import Attempt, Change
+from .names import CHECK_TASK, SWEEP_TASK  # noqa: F401  (the monitor's task names, defined in proc.names)
 from .status import PROCESSING_VALUES, ProcessStatus as S
 from .timeutil import utcnow
 
 log = logging.getLogger(__name__)
-
-CHECK_TASK = "proc.monitor_check"
-SWEEP_TASK = "proc.monitor_sweep"
 
 #: Seconds between two sweeps by default (``PROC_SWEEP_INTERVAL`` sets it).
 DEFAULT_SWEEP_INTERVAL = 60.0
@@ -85,119 +81,37 @@ RECOVERY_RECORD_TTL = 7 * 24 * 3600
 
 BY = "monitor"
 
-# Actions, as reported by check(), recover() and sweep().
-NOTHING = "nothing"
-RESCHEDULED = "rescheduled"
-FAILED = "failed"
-RETRIED = "retried"
-RESENT = "sent again"
-STILL_PENDING = "still pending"
-ALERTED = "alerted"
-ALREADY_ALERTED = "already reported"
-JOINED = "join run"
-WAITS = "waits for a slot"
-LOST_RACE = "changed meanwhile"
+
+class Action(str, Enum):
+    """What a check, a recovery or a sweep did to one process (stored as the value)."""
+
+    NOTHING = "nothing"
+    RESCHEDULED = "rescheduled"
+    FAILED = "failed"
+    RETRIED = "retried"
+    RESENT = "sent again"
+    STILL_PENDING = "still pending"
+    ALERTED = "alerted"
+    ALREADY_ALERTED = "already reported"
+    JOINED = "join run"
+    WAITS = "waits for a slot"
+    LOST_RACE = "changed meanwhile"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# The actions under their former module-level names (tests and callers use both).
+NOTHING, RESCHEDULED, FAILED, RETRIED = Action.NOTHING, Action.RESCHEDULED, Action.FAILED, Action.RETRIED
+RESENT, STILL_PENDING, ALERTED, ALREADY_ALERTED = (Action.RESENT, Action.STILL_PENDING, Action.ALERTED,
+                                                   Action.ALREADY_ALERTED)
+JOINED, WAITS, LOST_RACE = Action.JOINED, Action.WAITS, Action.LOST_RACE
 
 #: The actions that changed the process (the rest report it only).
 RECOVERED = frozenset({FAILED, RETRIED, RESENT, JOINED})
-
-
-# -- scheduling -------------------------------------------------------------------------
-
-
-def monitor_task_id(celery_task_id: str) -> str:
-    """The task id of every check of one attempt (the attempt's own task id + suffix).
-
-    Rescheduled checks reuse it (as Celery's own retries do), so one revoke reaches them all.
-    """
-    return f"{celery_task_id}-monitor"
-
-
-def schedule(kind, raw: dict, when: datetime | None = None, *, app=None) -> float | None:
-    """Schedule the check of ``raw``'s attempt at ``when`` (default: its deadline).
-
-    Returns the countdown used, or None when nothing could be scheduled (no task id,
-    broker down): the sweep is the backstop then. Never raises.
-    """
-    task_id = raw.get("celery_task_id")
-    if not task_id:
-        return None
-    app = app or celeryconf.get_app()
-    now = utcnow()
-    when = when or raw.get("deadline") or now + timedelta(seconds=kind.settings.monitor_interval)
-    countdown = min(max(0.0, (when - now).total_seconds()), celeryconf.max_countdown(app))
-    args = [kind.collection, json_util.dumps(raw["_id"]), raw["attempt"]]
-    try:
-        app.send_task(CHECK_TASK, args=args, task_id=monitor_task_id(task_id), countdown=countdown,
-                      queue=celeryconf.MONITOR_QUEUE, retry=True, retry_policy=celeryconf.publish_retry_policy(2.0))
-    except Exception as exc:  # the sweep finds the process anyway
-        log.warning("could not schedule the monitor of %s %s: %s: %s", kind.name, raw["_id"],
-                    type(exc).__name__, exc)
-        return None
-    return countdown
-
-
-class _Revoker:
-    """Revokes the checks of finished processes from a background thread.
-
-    A revoke is a broadcast that kombu retries without bound while the broker is away, so it
-    must never hold up the thread that finished the process. Best effort: when the queue is
-    full, revokes are dropped (the check would find the process finished and do nothing).
-
-    A broadcast reaches every worker, so ids are collected for up to ``LINGER`` seconds (or
-    ``BATCH`` ids) and revoked together: one broadcast per window, not one per process.
-    A check is due at its process's deadline, far later than the window.
-    """
-
-    LINGER = 0.5
-    BATCH = 500
-
-    def __init__(self, maxsize: int = 10000):
-        self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
-        self.thread: threading.Thread | None = None
-        self.lock = threading.Lock()
-
-    def put(self, app, task_id: str) -> None:
-        try:
-            self.queue.put_nowait((app, task_id))
-        except queue.Full:
-            return
-        with self.lock:
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._run, name="proc-monitor-revoke", daemon=True)
-                self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            app, task_id = self.queue.get()
-            ids = [task_id]
-            window_ends = time.monotonic() + self.LINGER
-            while len(ids) < self.BATCH:
-                try:
-                    other_app, other = self.queue.get(timeout=max(0.0, window_ends - time.monotonic()))
-                except queue.Empty:
-                    break
-                if other_app is not app:
-                    self._revoke(other_app, [other])
-                else:
-                    ids.append(other)
-            self._revoke(app, ids)
-
-    @staticmethod
-    def _revoke(app, ids) -> None:
-        try:
-            app.control.revoke(ids)
-        except Exception as exc:
-            log.info("could not revoke %d monitor check(s): %s", len(ids), exc)
-
-
-_revoker = _Revoker()
-
-
-def forget(celery_task_id: str | None) -> None:
-    """The attempt with this task id finished: revoke its pending check (best effort, never blocks)."""
-    if celery_task_id:
-        _revoker.put(celeryconf.get_app(), monitor_task_id(celery_task_id))
+#: The actions after which a per-process check looks again later.
+LOOK_AGAIN = frozenset({RESCHEDULED, ALERTED, ALREADY_ALERTED, STILL_PENDING, WAITS, LOST_RACE})
 
 
 # -- one check ----------------------------------------------------------------------------
@@ -207,7 +121,7 @@ def forget(celery_task_id: str | None) -> None:
 class Outcome:
     """What one check or recovery did."""
 
-    action: str
+    action: Action
     reason: str | None = None
     detail: str = ""
     next_check: float | None = None
@@ -226,15 +140,13 @@ def _load(collection: str, id) -> tuple[registry.Kind | None, dict | None]:
         log.error("monitor: no Proc subclass for collection %r; check dropped", collection)
         return None, None
     raw = cls._get_collection().find_one({"_id": id})
-    if raw is None or not raw.get("current_process") or not hasattr(cls, raw["current_process"]):
-        return None, raw
-    return registry.kind(cls, raw["current_process"]), raw
+    return registry.kind_of(cls, raw), raw
 
 
 def check(collection: str, id, attempt: int, *, now: datetime | None = None, app=None) -> Outcome:
     """The per-process check of one attempt: leave, reschedule or recover (see module doc).
 
-    Reschedules itself through ``app`` (default: ``celeryconf.get_app()``) when the process
+    Reschedules itself through ``app`` (default: ``messaging.get_app()``) when the process
     needs another look; ``Outcome.next_check`` says when.
     """
     kind, raw = _load(collection, id)
@@ -247,9 +159,9 @@ def check(collection: str, id, attempt: int, *, now: datetime | None = None, app
         outcome = Outcome(RESCHEDULED, detail="alive")
     else:
         outcome = recover(stuck.Stuck(kind, raw, *verdict), now=now)
-    if outcome.action in (RESCHEDULED, ALERTED, ALREADY_ALERTED, STILL_PENDING, WAITS, LOST_RACE):
+    if outcome.action in LOOK_AGAIN:
         when = _next_check(kind, raw, now)
-        countdown = schedule(kind, raw, when, app=app)
+        countdown = messaging.schedule_check(kind, raw, when, app=app)
         outcome.next_check = countdown
     return outcome
 
@@ -320,23 +232,20 @@ def _guard(raw: dict, reason: str) -> dict | None:
 
 
 def _fail(kind, raw: dict, reason: str, detail: str, *, fresh: bool = False) -> Outcome:
-    coll = kind.cls._get_collection()
-    after = machine.transition(
-        coll, raw["_id"], "fail", attempt=raw["attempt"], sources=[raw["process_status"]],
+    attempt = Attempt.of(kind.collection, raw)
+    after = machine.transition(attempt, "fail", Change(
         errors=[detail], note=f"monitor: {reason}", by=BY, host=socket.gethostname(),
-        extra_filter=None if fresh else _guard(raw, reason))
+        sources=[raw["process_status"]], guard=None if fresh else _guard(raw, reason)))
     if after is None:
         return Outcome(LOST_RACE, reason, "changed while being failed; nothing done")
-    # a failed child may have been its parent's last one
-    dispatch.attempt_over(kind, raw["_id"], raw["attempt"], parent=raw.get("parent"),
-                          task_id=raw.get("celery_task_id"))
+    execution.attempt_over(kind, attempt)  # a failed child may have been its parent's last one
     return Outcome(FAILED, reason, detail)
 
 
 def _retry(kind, raw: dict, reason: str, detail: str, attempt_no: int, max_attempts: int) -> Outcome:
     warning = f"monitor: {detail}; sent again (attempt {attempt_no} of {max_attempts})"
-    after = dispatch.redispatch(raw, kind, note=f"monitor: {reason}", by=BY, warnings=[warning],
-                                sources=[raw["process_status"]], extra_filter=_guard(raw, reason))
+    after = dispatch.redispatch(kind, raw, note=f"monitor: {reason}", by=BY, warnings=[warning],
+                                sources=[raw["process_status"]], guard=_guard(raw, reason))
     if after is None:
         return Outcome(LOST_RACE, reason, "changed while being sent again; nothing done")
     return Outcome(RETRIED, reason, f"{detail}; sent again as attempt {after.get('attempt')} "
@@ -346,7 +255,7 @@ def _retry(kind, raw: dict, reason: str, detail: str, attempt_no: int, max_attem
 def _resend(kind, raw: dict, reason: str, detail: str) -> Outcome:
     """A PENDING process never ran: hand the same attempt to the broker again."""
     coll = kind.cls._get_collection()
-    machine.update_fields(coll, raw["_id"], attempt=raw["attempt"], statuses=[S.PENDING],
+    machine.update_fields(Attempt.of(kind.collection, raw), statuses=[S.PENDING],
                           warnings=[f"monitor: {detail}; sending it again"])
     try:
         dispatch.send(kind, raw, note=f"monitor: {reason}; sent again", by=BY)
@@ -367,17 +276,16 @@ def _alert(kind, raw: dict, reason: str, detail: str) -> Outcome:
     prefix = _alert_prefix(raw, reason)
     if any(str(w).startswith(prefix) for w in raw.get("warnings") or []):
         return Outcome(ALREADY_ALERTED, reason, f"{detail}; left alone (recovery policy: alert)")
-    machine.update_fields(kind.cls._get_collection(), raw["_id"], attempt=raw["attempt"],
-                          statuses=[raw["process_status"]],
+    machine.update_fields(Attempt.of(kind.collection, raw), statuses=[raw["process_status"]],
                           warnings=[f"{prefix}: {detail}; left alone (recovery policy: alert)"])
     return Outcome(ALERTED, reason, f"{detail}; left alone (recovery policy: alert)")
 
 
 def _run_join(kind, raw: dict, detail: str) -> Outcome:
-    machine.update_fields(kind.cls._get_collection(), raw["_id"], attempt=raw["attempt"],
-                          statuses=[S.WAITING_FOR_RESULT],
+    attempt = Attempt.of(kind.collection, raw)
+    machine.update_fields(attempt, statuses=[S.WAITING_FOR_RESULT],
                           warnings=[f"monitor: {stuck.JOIN_LOST}; running it now"])
-    result = children.try_join(kind.collection, raw["_id"], raw["attempt"])
+    result = execution.try_join(attempt)
     if result is None:
         return Outcome(LOST_RACE, stuck.JOIN_LOST, "another caller ran the join, or a child is still running")
     return Outcome(JOINED, stuck.JOIN_LOST, f"{detail}; join run by the monitor, process now {result}")
@@ -468,7 +376,8 @@ def sweep(now: datetime | None = None, *, collections=None, limit: int = 1000) -
             report.outcomes.append(recover(item, now=now))
         except Exception as exc:  # one bad process must not stop the sweep
             log.exception("monitor: recovery of %s %s failed", item.kind.name, item.id)
-            report.outcomes.append(Outcome("error", item.reason, f"{type(exc).__name__}: {exc}", stuck=item))
+            report.outcomes.append(Outcome(Action.ERROR, item.reason, f"{type(exc).__name__}: {exc}",
+                                           stuck=item))
     report.seconds = time.perf_counter() - t0
     return report
 

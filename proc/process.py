@@ -14,8 +14,9 @@ document so a held or recovered process can be sent again).
 from __future__ import annotations
 
 import functools
-import json
 
+from . import dispatch
+from .dispatch import check_jsonable  # noqa: F401  (its old home; kept importable)
 from .settings import KindSettings
 
 _SETTING_NAMES = frozenset(KindSettings.__dataclass_fields__)
@@ -23,6 +24,8 @@ _SETTING_NAMES = frozenset(KindSettings.__dataclass_fields__)
 
 class ProcessMethod:
     """The descriptor ``@process`` puts on the class."""
+
+    is_process_method = True  # what proc.registry looks for
 
     def __init__(self, fn, join: str | None = None, **options):
         unknown = set(options) - _SETTING_NAMES
@@ -56,8 +59,6 @@ class BoundProcess:
         self.method = method
 
     def __call__(self, *args, **kwargs):
-        from . import dispatch
-
         return dispatch.start(self.doc, self.method.name, args, kwargs)
 
     def run_inline(self, *args, **kwargs):
@@ -77,11 +78,3 @@ def process(fn=None, *, join: str | None = None, **options):
     if fn is None:
         return lambda f: ProcessMethod(f, join=join, **options)
     return ProcessMethod(fn, join=join, **options)
-
-
-def check_jsonable(kind_name: str, args, kwargs) -> None:
-    try:
-        json.dumps([list(args), kwargs], allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"arguments of {kind_name} must be JSON-able ({exc}); pass ids or plain "
-                        "values, not documents or objects") from None

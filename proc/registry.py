@@ -3,6 +3,10 @@
 A kind is a Proc subclass (named by its collection) plus a process method:
 ``"upload.process_upload"``. ``PROC_MODELS`` names the modules that define the
 application's subclasses; ``load_models()`` imports them (the CLI, API and workers call it).
+
+The registry fills itself: ``proc.document`` registers the ``Proc`` base class when it is
+defined, and a process method is anything ``@process`` marked (``is_process_method``), so
+this module imports neither of them.
 """
 from __future__ import annotations
 
@@ -62,11 +66,23 @@ def load_models(modules=None) -> list[type]:
     return proc_classes()
 
 
+_bases: list[type] = []
+
+
+def register_base(cls: type) -> type:
+    """Register the base class whose concrete subclasses are the Proc kinds (``Proc``)."""
+    if cls not in _bases:
+        _bases.append(cls)
+    return cls
+
+
+def is_process_method(value) -> bool:
+    return getattr(type(value), "is_process_method", False) is True
+
+
 def proc_classes() -> list[type]:
     """Every concrete Proc subclass imported so far."""
-    from .document import Proc
-
-    found, stack = [], list(Proc.__subclasses__())
+    found, stack = [], [sub for base in _bases for sub in base.__subclasses__()]
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
@@ -100,12 +116,10 @@ _kinds: dict[str, Kind] = {}
 
 def kinds() -> list[Kind]:
     """Every process kind of the imported Proc subclasses."""
-    from .process import ProcessMethod
-
     result = []
     for cls in proc_classes():
         for attr in dir(cls):
-            if isinstance(getattr(cls, attr, None), ProcessMethod):
+            if is_process_method(getattr(cls, attr, None)):
                 result.append(kind(cls, attr))
     return result
 
@@ -122,11 +136,16 @@ def kind_named(name: str) -> Kind:
     """The kind called ``"collection.method"``."""
     collection, _, method = name.partition(".")
     cls = class_for(collection)
-    from .process import ProcessMethod
-
-    if not isinstance(getattr(cls, method, None), ProcessMethod):
+    if not is_process_method(getattr(cls, method, None)):
         raise UnknownKind(f"{cls.__name__} has no process method {method!r}")
     return kind(cls, method)
+
+
+def kind_of(cls: type, raw: dict | None) -> Kind | None:
+    """The kind of the current (or last) process of the raw document ``raw`` of ``cls``:
+    None when it names no process method of ``cls`` (never called, or the method is gone)."""
+    method = (raw or {}).get("current_process")
+    return kind(cls, method) if method and is_process_method(getattr(cls, method, None)) else None
 
 
 def forget_settings() -> None:

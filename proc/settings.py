@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Union
 
 from .exceptions import ConfigurationError
+from .names import DEFAULT_QUEUE
 
 RECOVERY_POLICIES = ("fail", "retry", "alert")
 
@@ -38,7 +39,7 @@ class KindSettings:
     short processes."""
     tolerate_child_failures: bool = False
     """False: a parent with a failed child ends FAILURE. True: SUCCESS with a warning per failure."""
-    queue: str = "celery"
+    queue: str = DEFAULT_QUEUE
     """The Celery queue the kind's messages go to."""
 
     def __post_init__(self):

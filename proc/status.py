@@ -57,10 +57,6 @@ NOT_PROCESSING = frozenset({ProcessStatus.READY, ProcessStatus.SUCCESS, ProcessS
 #: How a process ended.
 COMPLETED = frozenset({ProcessStatus.SUCCESS, ProcessStatus.FAILURE})
 
-#: The states that hold a concurrency slot (see ``proc.limits``).
-HOLDS_SLOT = frozenset({ProcessStatus.DISPATCHED, ProcessStatus.RUNNING})
-
 #: Plain string values, for queries.
 VALUES = tuple(s.value for s in LIFECYCLE)
 PROCESSING_VALUES = tuple(s.value for s in LIFECYCLE if s in PROCESSING)
-NOT_PROCESSING_VALUES = tuple(s.value for s in LIFECYCLE if s in NOT_PROCESSING)

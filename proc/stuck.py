@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from . import children, limits, registry
+from .machine import Attempt
 from .status import PROCESSING_VALUES, ProcessStatus as S
 from .timeutil import age_seconds, format_age, utcnow
 
@@ -209,7 +210,8 @@ def diagnose(kind, raw: dict, now: datetime, usage: dict | None = None) -> tuple
             return OVERRAN, (f"running past its expected duration ({format_age(age_seconds(raw['deadline'], now))} "
                              f"over) on host {raw.get('worker_hostname') or '?'}, heartbeat fresh")
     if status == S.WAITING_FOR_RESULT.value:
-        running = children.count_children(kind.collection, raw, PROCESSING_VALUES)
+        running = children.count_children(Attempt.of(kind.collection, raw), raw.get("child_collections"),
+                                          PROCESSING_VALUES)
         if running == 0 and (past_deadline or in_state > min(s.queue_timeout, s.heartbeat_timeout)):
             return JOIN_LOST, "every child finished but the join never ran"
         if past_deadline and running:

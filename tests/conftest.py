@@ -23,7 +23,7 @@ import uuid
 import pytest
 
 import support
-from proc import celeryconf, config, db, heartbeat, machine, registry
+from proc import messaging, config, db, heartbeat, machine, registry
 from support import RedisServer, SecantusServer, make_test_app, redis_answers, require  # noqa: F401
 
 #: Every process started during this run inherits it (see ``pytest_sessionfinish``).
@@ -195,9 +195,9 @@ def session_worker(celery_test_app):
 @pytest.fixture
 def app(celery_test_app):
     """The Celery app proc sends with (real Redis), without a worker."""
-    celeryconf.set_app(celery_test_app)
+    messaging.set_app(celery_test_app)
     yield celery_test_app
-    celeryconf.set_app(None)
+    messaging.set_app(None)
 
 
 @pytest.fixture

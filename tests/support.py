@@ -287,10 +287,10 @@ def make_test_app(broker_url: str, **overrides):
     so concurrent test runs sharing one Redis never take each other's messages."""
     import uuid
 
-    from proc import celeryconf, config
+    from proc import messaging, config
 
     settings = config.get()
-    app = celeryconf.make_app(config.Settings(**{**settings.__dict__, "broker_url": broker_url,
+    app = messaging.make_app(config.Settings(**{**settings.__dict__, "broker_url": broker_url,
                                                  "dispatch_timeout": 4.0}))
     options = dict(app.conf.broker_transport_options)
     options["global_keyprefix"] = f"proctest-{uuid.uuid4().hex[:8]}-"

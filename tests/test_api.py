@@ -7,7 +7,7 @@ import pytest
 from bson import ObjectId
 
 from api_seed import TOKEN, basic, bearer, client, flask_app, secured, secured_app, seed, seed_every_status  # noqa: F401
-from proc import celeryconf, config, limits, registry
+from proc import messaging, config, limits, registry
 from support import CommandCounter
 from proc.demo.models import Entry, Precheck, Upload
 from proc.status import LIFECYCLE, ProcessStatus as S
@@ -222,10 +222,10 @@ def test_no_credentials_in_any_page_or_response(monkeypatch):
     from api import create_app
 
     config.configure(mongodb_uri="mongomock://dbuser:db-s3cret@localhost/proc_test")
-    broken = celeryconf.make_app(config.Settings(**{**config.get().__dict__,
+    broken = messaging.make_app(config.Settings(**{**config.get().__dict__,
                                                     "broker_url": "redis://:br0ker-s3cret@127.0.0.1:9/0",
                                                     "dispatch_timeout": 1.0}))
-    celeryconf.set_app(broken)
+    messaging.set_app(broken)
     try:
         app = create_app({"TESTING": True, "PROC_INSPECT_TIMEOUT": 0.2, "PROC_API_TOKEN": TOKEN})
         c = app.test_client()
@@ -234,7 +234,7 @@ def test_no_credentials_in_any_page_or_response(monkeypatch):
             "/api/status", "/projects/admin/check-status/", "/projects/admin/check-status/live",
             "/healthz", "/metrics", "/api/procs", "/api/openapi.json")}
     finally:
-        celeryconf.set_app(None)
+        messaging.set_app(None)
     status = pages["/api/status"].get_json()
     assert status["broker"] == {"url": "redis://:***@127.0.0.1:9/0", "reachable": False,
                                 "error": status["broker"]["error"]}

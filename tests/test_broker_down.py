@@ -8,7 +8,7 @@ import pytest
 
 from support import make_test_app
 from core_models import Job
-from proc import BrokerUnavailable, celeryconf
+from proc import BrokerUnavailable, messaging
 from support import free_port
 
 SECRET = "s3cret-pw"
@@ -17,9 +17,9 @@ SECRET = "s3cret-pw"
 @pytest.fixture
 def dead_broker_app():
     app = make_test_app(f"redis://:{SECRET}@127.0.0.1:{free_port()}/0")  # nothing listens there
-    celeryconf.set_app(app)
+    messaging.set_app(app)
     yield app
-    celeryconf.set_app(None)
+    messaging.set_app(None)
     app.close()
 
 
@@ -52,7 +52,7 @@ def test_a_process_left_pending_by_a_dead_broker_is_sent_once_the_broker_is_back
     job.save()
     with pytest.raises(BrokerUnavailable):
         job.add(5)
-    celeryconf.set_app(app)  # the broker is back (the monitor does this on its own; see test_faults)
+    messaging.set_app(app)  # the broker is back (the monitor does this on its own; see test_faults)
     admin.redispatch("test_job", job.pk, by="test", force=True)
     job.block_until_complete(20)
     assert job.process_status == "SUCCESS" and job.value == 5 and job.attempt == 2

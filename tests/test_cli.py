@@ -61,10 +61,9 @@ def test_repr_and_describe_show_status_step_worker_errors_and_history():
     job = Job(label="x")
     job.save()
     coll = Job._get_collection()
-    machine.transition(coll, job.pk, "request", attempt=0, set={"current_process": "noop"}, host="h1")
-    machine.transition(coll, job.pk, "claim", attempt=1, set={"worker_hostname": "w1"}, host="w1",
-                       note="noop started")
-    machine.transition(coll, job.pk, "fail", attempt=1, errors=["ValueError: bad"], host="w1")
+    machine.transition(machine.Attempt(coll.name, job.pk, 0), "request", machine.Change(fields={"current_process": "noop"}, host="h1"))
+    machine.transition(machine.Attempt(coll.name, job.pk, 1), "claim", machine.Change(fields={"worker_hostname": "w1"}, host="w1", note="noop started"))
+    machine.transition(machine.Attempt(coll.name, job.pk, 1), "fail", machine.Change(errors=["ValueError: bad"], host="w1"))
     job.reload()
     text = repr(job)
     assert text.startswith(f"<Job {job.pk} FAILURE noop attempt=1 for ")

@@ -19,7 +19,7 @@ import fault_models as fm
 from support import make_test_app
 from fault_models import FaultChild, FaultParent, Stall
 from proc.inprocess import InProcessWorker
-from proc import BrokerUnavailable, celeryconf, children, dispatch, monitor, registry, stuck
+from proc import BrokerUnavailable, dispatch, execution, messaging, monitor, registry, stuck
 from proc.timeutil import utcnow
 from support import RedisServer, wait_for
 
@@ -39,9 +39,9 @@ def private_redis():
 def fault_app(private_redis):
     registry.load_models(["fault_models"])
     app = make_test_app(private_redis.url)
-    celeryconf.set_app(app)
+    messaging.set_app(app)
     yield app
-    celeryconf.set_app(None)
+    messaging.set_app(None)
     app.close()
 
 
@@ -179,7 +179,7 @@ def test_a_retried_process_whose_workers_keep_dying_fails_after_max_attempts(wor
 def test_broker_stopped_between_pending_and_dispatched_runs_the_process_once_it_is_back():
     server = RedisServer().start()
     app = make_test_app(server.url, broker_connection_timeout=1)
-    celeryconf.set_app(app)
+    messaging.set_app(app)
     registry.load_models(["fault_models"])
     worker = None
     try:
@@ -219,7 +219,7 @@ def test_broker_stopped_between_pending_and_dispatched_runs_the_process_once_it_
         fm.reset()
         if worker is not None:
             worker.stop()
-        celeryconf.set_app(None)
+        messaging.set_app(None)
         app.close()
         server.cleanup()
 
@@ -260,9 +260,9 @@ def test_duplicate_and_stale_messages_and_monitor_checks_run_nothing_twice(fault
     wait_for(lambda: status(job, "SUCCESS", attempt=2), message="attempt 2")
     raw = Stall._get_collection().find_one({"_id": job.pk})
     for stale in (old, raw, raw):  # a stale message of attempt 1, and attempt 2's twice more
-        dispatch.publish(kind, stale)
+        messaging.publish(kind, stale)
     for stale in (old, raw, raw):  # late and duplicate monitor checks, due now
-        monitor.schedule(kind, stale, utcnow())
+        messaging.schedule_check(kind, stale, utcnow())
     wait_for(lambda: _broker_idle(fault_app), timeout=10, message="every message to be handled")
     assert [attempt for attempt, _ in fm.runs_of(job)] == [1, 2]
     after = Stall._get_collection().find_one({"_id": job.pk})
@@ -342,7 +342,7 @@ def gate_group(parent) -> threading.Event:
 def test_lost_join_is_run_once_by_the_monitor(fault_app, workers, monkeypatch):
     workers("a@faults")
     lost = []
-    monkeypatch.setattr(children, "notify_parent", lambda parent: lost.append(parent))  # the crash
+    monkeypatch.setattr(execution, "notify_parent", lambda parent: lost.append(parent))  # the crash
     parent = FaultParent(n=2, child_method="run_fail")
     parent.save()
     release = gate_group(parent)  # the children finish only once the parent waits for them

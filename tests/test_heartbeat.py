@@ -21,8 +21,8 @@ def running(label="beat") -> tuple:
     doc = Stall(label=label)
     doc.save()
     coll = Stall._get_collection()
-    machine.transition(coll, doc.pk, "request", attempt=0, set={"current_process": "work_alert"})
-    machine.transition(coll, doc.pk, "claim", attempt=1, set={"heartbeat": utcnow()})
+    machine.transition(machine.Attempt(coll.name, doc.pk, 0), "request", machine.Change(fields={"current_process": "work_alert"}))
+    machine.transition(machine.Attempt(coll.name, doc.pk, 1), "claim", machine.Change(fields={"heartbeat": utcnow()}))
     doc.reload_status()
     return doc, coll
 
@@ -33,10 +33,10 @@ def writes(monkeypatch):
     seen: list = []
     real = machine.update_fields
 
-    def counting(collection, id, **kwargs):
-        if "heartbeat" in (kwargs.get("set") or {}):
-            seen.append((time.monotonic(), dict(kwargs["set"])))
-        return real(collection, id, **kwargs)
+    def counting(attempt, **kwargs):
+        if "heartbeat" in (kwargs.get("fields") or {}):
+            seen.append((time.monotonic(), dict(kwargs["fields"])))
+        return real(attempt, **kwargs)
 
     monkeypatch.setattr(machine, "update_fields", counting)
     return seen
@@ -48,7 +48,7 @@ def test_a_running_process_heartbeats_every_interval(writes):
     assert config.get().heartbeat_interval == INTERVAL
     doc, coll = running()
     first = doc.heartbeat
-    beat = heartbeat.start(coll, doc.pk, doc.attempt, "w1@test")
+    beat = heartbeat.start(machine.Attempt(coll.name, doc.pk, doc.attempt), "w1@test")
     try:
         wait_for(lambda: len(writes) >= 3, timeout=5, message="three heartbeats")
     finally:
@@ -61,7 +61,7 @@ def test_a_running_process_heartbeats_every_interval(writes):
 
 def test_steps_ride_on_the_heartbeat_at_most_one_write_per_interval(writes):
     doc, coll = running()
-    beat = heartbeat.start(coll, doc.pk, doc.attempt, "w1@test")
+    beat = heartbeat.start(machine.Attempt(coll.name, doc.pk, doc.attempt), "w1@test")
     heartbeat._local.beat = beat  # the thread that runs the method
     started = time.monotonic()
     try:
@@ -91,8 +91,8 @@ def test_outside_a_worker_a_step_is_written_at_once(writes):
 def test_stopping_a_worker_stops_its_beats_and_only_its_beats(writes):
     doc1, coll = running("one")
     doc2, _ = running("two")
-    dead = heartbeat.start(coll, doc1.pk, doc1.attempt, "dead@test")
-    alive = heartbeat.start(coll, doc2.pk, doc2.attempt, "alive@test")
+    dead = heartbeat.start(machine.Attempt(coll.name, doc1.pk, doc1.attempt), "dead@test")
+    alive = heartbeat.start(machine.Attempt(coll.name, doc2.pk, doc2.attempt), "alive@test")
     try:
         assert heartbeat.stop_worker("dead@test") == 1
         stopped_at = time.monotonic()
@@ -111,10 +111,10 @@ def test_stopping_a_worker_stops_its_beats_and_only_its_beats(writes):
 
 def test_a_superseded_attempts_heartbeat_changes_nothing(writes):
     doc, coll = running()
-    beat = heartbeat.start(coll, doc.pk, doc.attempt, "w1@test")
+    beat = heartbeat.start(machine.Attempt(coll.name, doc.pk, doc.attempt), "w1@test")
     try:
         # The monitor sends it again: attempt 2.
-        machine.transition(coll, doc.pk, "redispatch", attempt=1, sources=[S.RUNNING], note="test")
+        machine.transition(machine.Attempt(coll.name, doc.pk, 1), "redispatch", machine.Change(sources=[S.RUNNING], note="test"))
         wait_for(lambda: beat.superseded, timeout=5, message="the beat to notice")
         after = coll.find_one({"_id": doc.pk})
         beat.write("late step")

@@ -47,8 +47,7 @@ def _saved_job(**kw) -> Job:
 def test_a_transition_is_one_conditional_write_that_appends_history():
     job = _saved_job()
     coll = Job._get_collection()
-    after = machine.transition(coll, job.pk, "request", attempt=0, note="called", host="h1",
-                               set={"current_process": "noop"}, fetch=True)
+    after = machine.transition(machine.Attempt(coll.name, job.pk, 0), "request", machine.Change(note="called", host="h1", fields={"current_process": "noop"}), fetch=True)
     assert after == coll.find_one({"_id": job.pk})  # the derived post-image is what was stored
     assert after["process_status"] == "PENDING"
     assert after["attempt"] == 1
@@ -57,7 +56,7 @@ def test_a_transition_is_one_conditional_write_that_appends_history():
     assert entry["status"] == "PENDING" and entry["attempt"] == 1 and entry["host"] == "h1"
     assert entry["note"] == "called" and entry["event"] == "request"
     assert after["last_status_change"] == entry["time"]
-    lean = machine.transition(coll, job.pk, "dispatched", attempt=1, set={"deadline": None})
+    lean = machine.transition(machine.Attempt(coll.name, job.pk, 1), "dispatched", machine.Change(fields={"deadline": None}))
     assert lean["process_status"] == "DISPATCHED" and lean["attempt"] == 1 and "history" not in lean
     assert coll.find_one({"_id": job.pk})["history"][-1]["status"] == "DISPATCHED"
 
@@ -66,9 +65,9 @@ def test_a_write_for_another_status_or_attempt_changes_nothing():
     job = _saved_job()
     coll = Job._get_collection()
     before = coll.find_one({"_id": job.pk})
-    assert machine.transition(coll, job.pk, "claim", attempt=0) is None  # READY, not PENDING
-    machine.transition(coll, job.pk, "request", attempt=0)
-    assert machine.transition(coll, job.pk, "dispatched", attempt=7) is None  # stale attempt
+    assert machine.transition(machine.Attempt(coll.name, job.pk, 0), "claim") is None  # READY, not PENDING
+    machine.transition(machine.Attempt(coll.name, job.pk, 0), "request")
+    assert machine.transition(machine.Attempt(coll.name, job.pk, 7), "dispatched") is None  # stale attempt
     after = coll.find_one({"_id": job.pk})
     assert after["process_status"] == "PENDING" and len(after["history"]) == 1
     assert before["process_status"] == "READY"
@@ -78,9 +77,9 @@ def test_an_illegal_transition_raises_before_writing():
     job = _saved_job()
     coll = Job._get_collection()
     with pytest.raises(IllegalTransition, match="SUCCESS -> RUNNING is not allowed"):
-        machine.transition(coll, job.pk, "claim", attempt=0, sources=[S.SUCCESS])
+        machine.transition(machine.Attempt(coll.name, job.pk, 0), "claim", machine.Change(sources=[S.SUCCESS]))
     with pytest.raises(IllegalTransition, match="unknown event"):
-        machine.transition(coll, job.pk, "teleport", attempt=0)
+        machine.transition(machine.Attempt(coll.name, job.pk, 0), "teleport")
     assert coll.find_one({"_id": job.pk})["history"] == []
 
 
@@ -100,13 +99,13 @@ def test_many_threads_racing_one_transition_exactly_one_wins(eager_thread_switch
     coll = Job._get_collection()
     for round_ in range(60):
         job = _saved_job(label=f"race-{round_}")
-        machine.transition(coll, job.pk, "request", attempt=0)
+        machine.transition(machine.Attempt(coll.name, job.pk, 0), "request")
         start = threading.Barrier(8)
         winners = []
 
         def claim():
             start.wait()
-            if machine.transition(coll, job.pk, "claim", attempt=1, host="racer") is not None:
+            if machine.transition(machine.Attempt(coll.name, job.pk, 1), "claim", machine.Change(host="racer")) is not None:
                 winners.append(1)
 
         threads = [threading.Thread(target=claim) for _ in range(8)]
@@ -125,9 +124,9 @@ def test_history_keeps_the_newest_entries_only():
     coll = Job._get_collection()
     attempt = 0
     for _ in range(3):
-        machine.transition(coll, job.pk, "request", attempt=attempt)
+        machine.transition(machine.Attempt(coll.name, job.pk, attempt), "request")
         attempt += 1
-        machine.transition(coll, job.pk, "fail", attempt=attempt, errors=["x"])
+        machine.transition(machine.Attempt(coll.name, job.pk, attempt), "fail", machine.Change(errors=["x"]))
     doc = coll.find_one({"_id": job.pk})
     assert [(h["status"], h["attempt"]) for h in doc["history"]] == [
         ("FAILURE", 2), ("PENDING", 3), ("FAILURE", 3)]
@@ -137,8 +136,8 @@ def test_errors_are_capped_newest_kept():
     config.configure(messages_limit=2)
     job = _saved_job()
     coll = Job._get_collection()
-    machine.transition(coll, job.pk, "request", attempt=0)
-    after = machine.transition(coll, job.pk, "fail", attempt=1, errors=["a", "b", "c"], fetch=True)
+    machine.transition(machine.Attempt(coll.name, job.pk, 0), "request")
+    after = machine.transition(machine.Attempt(coll.name, job.pk, 1), "fail", machine.Change(errors=["a", "b", "c"]), fetch=True)
     assert after["errors"] == ["b", "c"] == coll.find_one({"_id": job.pk})["errors"]
 
 
@@ -168,8 +167,8 @@ def test_listeners_see_each_transition_and_cannot_break_it():
     machine.listeners.append(lambda t: 1 / 0)
     job = _saved_job()
     coll = Job._get_collection()
-    machine.transition(coll, job.pk, "request", attempt=0)
-    machine.transition(coll, job.pk, "dispatched", attempt=1)
+    machine.transition(machine.Attempt(coll.name, job.pk, 0), "request")
+    machine.transition(machine.Attempt(coll.name, job.pk, 1), "dispatched")
     assert seen == [(None, S.PENDING, "request"),  # no earlier history entry to name a source
                     (S.PENDING, S.DISPATCHED, "dispatched")]
 

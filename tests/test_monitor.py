@@ -13,7 +13,8 @@ import pytest
 import fault_models as fm
 from support import make_test_app
 from fault_models import Stall
-from proc import celeryconf, config, limits, monitor, registry, stuck
+from proc import config, limits, messaging, monitor, registry, stuck
+from proc.machine import Attempt
 from proc.status import ProcessStatus as S
 from proc.timeutil import utcnow
 from support import RedisServer
@@ -32,10 +33,10 @@ def idle_redis():
 def idle_app(idle_redis):
     registry.load_models(["fault_models"])
     app = make_test_app(idle_redis.url)
-    celeryconf.set_app(app)
+    messaging.set_app(app)
     fm.reset()
     yield app
-    celeryconf.set_app(None)
+    messaging.set_app(None)
     app.close()
 
 
@@ -149,7 +150,7 @@ def test_a_check_before_the_deadline_waits_for_it_and_a_long_one_is_capped(idle_
     outcome = monitor.check("fault_stall", far["_id"], 1)
     assert outcome.action == monitor.RESCHEDULED
     # Capped at half the visibility timeout, else Redis would deliver the check twice.
-    assert outcome.next_check == celeryconf.max_countdown(idle_app) == config.get().visibility_timeout / 2
+    assert outcome.next_check == messaging.max_countdown(idle_app) == config.get().visibility_timeout / 2
     near = put("work_fail", "RUNNING", deadline=utcnow() + timedelta(seconds=30))
     assert 28 <= monitor.check("fault_stall", near["_id"], 1).next_check <= 30
 
@@ -158,7 +159,7 @@ def test_the_countdown_cap_follows_the_apps_visibility_timeout(idle_redis):
     app = make_test_app(idle_redis.url)
     app.conf.broker_transport_options = dict(app.conf.broker_transport_options, visibility_timeout=10)
     raw = put("work_fail", "RUNNING", deadline=utcnow() + timedelta(hours=1))
-    assert monitor.schedule(registry.kind(Stall, "work_fail"), raw, app=app) == 5
+    assert messaging.schedule_check(registry.kind(Stall, "work_fail"), raw, app=app) == 5
     app.close()
 
 
@@ -263,7 +264,7 @@ def test_sweep_report_names_each_process_with_its_reason_and_action():
 
 def test_dispatch_schedules_the_check_at_the_deadline(monkeypatch):
     scheduled = []
-    monkeypatch.setattr(monitor, "schedule", lambda kind, raw, *a, **k: scheduled.append(raw))
+    monkeypatch.setattr(messaging, "schedule_check", lambda kind, raw, *a, **k: scheduled.append(raw))
     job = Stall(label="wired")
     job.save()
     job.work_fail()
@@ -273,12 +274,12 @@ def test_dispatch_schedules_the_check_at_the_deadline(monkeypatch):
 
 
 def test_beat_runs_the_sweep_every_interval_and_drops_missed_ones():
-    app = celeryconf.make_app()
+    app = messaging.make_app()
     entry = app.conf.beat_schedule["proc-monitor-sweep"]
     assert entry["task"] == monitor.SWEEP_TASK
     assert entry["schedule"] == monitor.DEFAULT_SWEEP_INTERVAL == entry["options"]["expires"]
-    assert entry["options"]["queue"] == celeryconf.MONITOR_QUEUE
-    assert {q.name for q in app.conf.task_queues} == {"celery", celeryconf.MONITOR_QUEUE}
+    assert entry["options"]["queue"] == messaging.MONITOR_QUEUE
+    assert {q.name for q in app.conf.task_queues} == {"celery", messaging.MONITOR_QUEUE}
     import proc.tasks  # noqa: F401  (registers the tasks)
 
     assert {monitor.CHECK_TASK, monitor.SWEEP_TASK} <= set(app.tasks.keys())
@@ -293,11 +294,10 @@ def test_states_the_monitor_treats_as_active_are_exactly_the_processing_ones():
 def test_a_pending_process_whose_dispatcher_died_holding_its_slot_is_sent():
     """The caller took the kind's only slot, then died before publishing: past the queue
     timeout the sweep sends the process itself instead of waiting for that slot forever."""
-    from proc import machine
 
     raw = put("work_limited", "PENDING", age=5)
     kind = registry.kind_named("fault_stall.work_limited")
-    key = machine.attempt_key(kind.collection, raw["_id"], raw["attempt"])
+    key = Attempt(kind.collection, raw["_id"], raw["attempt"]).key
     assert limits.acquire(kind.name, key, kind.settings.limit) is limits.Slot.ACQUIRED
     monitor.sweep()
     after = Stall._get_collection().find_one({"_id": raw["_id"]})

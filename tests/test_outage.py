@@ -21,10 +21,11 @@ class Flaky:
     """Wraps a pymongo collection: the next ``fail`` calls of ``methods`` raise ``error``,
     after running the real call when ``after=True`` (the reply is lost, the write landed)."""
 
-    def __init__(self, collection, fail: int, *, after: bool = False, error=AutoReconnect,
+    def __init__(self, collection, fail, *, after: bool = False, error=AutoReconnect,
                  methods=("update_one", "find_one_and_update")):
         self._collection = collection
-        self.fail = fail
+        self.budget = fail if isinstance(fail, list) else [fail]
+        """Failures left, shared by every wrapper one fault installs."""
         self.after = after
         self.error = error
         self.methods = methods
@@ -37,9 +38,9 @@ class Flaky:
 
         def call(*args, **kwargs):
             self.calls += 1
-            if self.fail <= 0:
+            if self.budget[0] <= 0:
                 return attr(*args, **kwargs)
-            self.fail -= 1
+            self.budget[0] -= 1
             if self.after:
                 attr(*args, **kwargs)
             raise self.error("connection closed (injected)")
@@ -53,9 +54,10 @@ def flaky(monkeypatch):
 
     def install(fail: int, **options) -> list:
         original = db.status_collection
+        budget = [fail]
 
         def status_collection(collection):
-            wrapped = Flaky(original(collection), fail, **options)
+            wrapped = Flaky(original(collection), budget, **options)
             made.append(wrapped)
             return wrapped
 
@@ -70,7 +72,7 @@ def pending_job() -> tuple[Job, object]:
     job = Job(label="outage")
     job.save()
     coll = Job._get_collection()
-    machine.transition(coll, job.pk, "request", attempt=0, set={"current_process": "noop"})
+    machine.transition(machine.Attempt(coll.name, job.pk, 0), "request", machine.Change(fields={"current_process": "noop"}))
     return job, coll
 
 
@@ -79,7 +81,7 @@ def test_a_durable_write_is_retried_through_an_outage_and_lands_once(flaky):
     seen = []
     machine.listeners.append(seen.append)
     made = flaky(2)
-    after = machine.transition(coll, job.pk, "claim", attempt=1, fetch=True, durable=True, host="w")
+    after = machine.transition(machine.Attempt(coll.name, job.pk, 1), "claim", machine.Change(host="w"), fetch=True, durable=True)
     assert after["process_status"] == "RUNNING"
     assert made[-1].calls == 3
     stored = coll.find_one({"_id": job.pk})
@@ -93,7 +95,7 @@ def test_a_lost_reply_is_recognised_as_its_own_landed_write_not_as_superseded(fl
     seen = []
     machine.listeners.append(seen.append)
     flaky(1, after=True)  # the write lands, its reply is lost
-    after = machine.transition(coll, job.pk, "claim", attempt=1, fetch=fetch, durable=True, host="w")
+    after = machine.transition(machine.Attempt(coll.name, job.pk, 1), "claim", machine.Change(host="w"), fetch=fetch, durable=True)
     assert after is not None and after["process_status"] == "RUNNING" and after["attempt"] == 1
     stored = coll.find_one({"_id": job.pk})
     assert [h["event"] for h in stored["history"]] == ["request", "claim"]  # written once
@@ -106,8 +108,8 @@ def test_a_retried_write_that_did_not_land_and_was_overtaken_reports_superseded(
     job, coll = pending_job()
     made = flaky(1, methods=("find_one_and_update",))
     # Meanwhile another writer (the monitor) moved the process on.
-    machine.transition(coll, job.pk, "fail", attempt=1, errors=["cancelled"], by="admin")
-    assert machine.transition(coll, job.pk, "claim", attempt=1, fetch=True, durable=True) is None
+    machine.transition(machine.Attempt(coll.name, job.pk, 1), "fail", machine.Change(errors=["cancelled"], by="admin"))
+    assert machine.transition(machine.Attempt(coll.name, job.pk, 1), "claim", fetch=True, durable=True) is None
     assert made[-1].calls == 2
     assert coll.find_one({"_id": job.pk})["process_status"] == "FAILURE"
 
@@ -117,23 +119,24 @@ def test_an_outage_longer_than_the_timeout_raises_database_unavailable_naming_th
     config.configure(db_outage_timeout=0.5)
     flaky(10**6, error=ServerSelectionTimeoutError)
     with pytest.raises(DatabaseUnavailable) as raised:
-        machine.transition(coll, job.pk, "claim", attempt=1, durable=True)
+        machine.transition(machine.Attempt(coll.name, job.pk, 1), "claim", durable=True)
     assert "MONGODB_URI=" in str(raised.value) and "ServerSelectionTimeoutError" in str(raised.value)
     assert coll.find_one({"_id": job.pk})["process_status"] == "PENDING"
 
 
-def test_a_write_that_is_not_durable_fails_at_once():
+def test_a_write_that_is_not_durable_fails_at_once(flaky):
     job, coll = pending_job()
-    flaky_coll = Flaky(coll, 1)
+    made = flaky(1)
     with pytest.raises(AutoReconnect):
-        machine.update_fields(flaky_coll, job.pk, attempt=1, statuses=[S.PENDING], set={"x": 1})
-    assert flaky_coll.calls == 1
+        machine.update_fields(machine.Attempt(coll.name, job.pk, 1), statuses=[S.PENDING], fields={"x": 1})
+    assert made[-1].calls == 1
 
 
-def test_a_failed_heartbeat_keeps_the_step_for_the_next_beat_and_never_raises():
+def test_a_failed_heartbeat_keeps_the_step_for_the_next_beat_and_never_raises(flaky):
     job, coll = pending_job()
-    machine.transition(coll, job.pk, "claim", attempt=1)
-    beat = heartbeat.Beat(Flaky(coll, 1), job.pk, 1, interval=0.2, host="w")
+    machine.transition(machine.Attempt(coll.name, job.pk, 1), "claim")
+    flaky(1)
+    beat = heartbeat.Beat(machine.Attempt(coll.name, job.pk, 1), interval=0.2, host="w")
     beat.touch("step 7")  # from the method's thread: only hands it over
     beat.write()          # the database is away: logged, the step is kept
     assert beat.failures == 1 and coll.find_one({"_id": job.pk}).get("current_process_step") is None
@@ -143,10 +146,11 @@ def test_a_failed_heartbeat_keeps_the_step_for_the_next_beat_and_never_raises():
     assert beat.take_pending_fields() == {}
 
 
-def test_the_final_status_write_carries_a_step_no_beat_could_write():
+def test_the_final_status_write_carries_a_step_no_beat_could_write(flaky):
     job, coll = pending_job()
-    machine.transition(coll, job.pk, "claim", attempt=1)
-    beat = heartbeat.Beat(Flaky(coll, 5), job.pk, 1, interval=60, host="w")
+    machine.transition(machine.Attempt(coll.name, job.pk, 1), "claim")
+    flaky(5)
+    beat = heartbeat.Beat(machine.Attempt(coll.name, job.pk, 1), interval=60, host="w")
     beat.write(step="last step")
     assert beat.take_pending_fields() == {"current_process_step": "last step"}
 
@@ -168,7 +172,8 @@ def test_a_caller_whose_database_is_away_gets_database_unavailable_and_nothing_i
     job = Job(label="caller")
     job.save()
     before = Job._get_collection().find_one({"_id": job.pk})
-    monkeypatch.setattr(db, "status_collection", lambda c: Flaky(c, 1, error=ServerSelectionTimeoutError))
+    budget = [1]
+    monkeypatch.setattr(db, "status_collection", lambda c: Flaky(c, budget, error=ServerSelectionTimeoutError))
     with pytest.raises(DatabaseUnavailable, match=r"MongoDB at MONGODB_URI=\S+ did not answer while "
                                                   r"calling Job.noop on"):
         job.noop()
@@ -182,7 +187,7 @@ def test_on_the_real_server_a_closed_connection_during_the_claim_is_retried(data
     admin.command({"configureFailPoint": "failCommand", "mode": {"times": 3},
                    "data": {"failCommands": ["findAndModify"], "closeConnection": True}})
     try:
-        after = machine.transition(coll, job.pk, "claim", attempt=1, fetch=True, durable=True, host="w")
+        after = machine.transition(machine.Attempt(coll.name, job.pk, 1), "claim", machine.Change(host="w"), fetch=True, durable=True)
     finally:
         admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert after["process_status"] == "RUNNING"

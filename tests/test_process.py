@@ -9,7 +9,7 @@ from bson import json_util
 import core_models
 from core_models import Child, Job, Limited, Parent
 from proc import ProcessAlreadyRunning, limits, machine
-from proc.dispatch import TASK_NAME
+from proc.names import RUN_TASK as TASK_NAME
 from support import wait_for
 
 
@@ -33,11 +33,11 @@ def claim_after_dispatched(monkeypatch):
     original = machine.transition
     dispatched: dict = {}
 
-    def ordered(coll, id, event, **kw):
-        key = (coll.name, str(id), kw.get("attempt"))
+    def ordered(attempt, event, *args, **kw):
+        key = (attempt.collection, str(attempt.id), attempt.number)
         if event == "claim":
             dispatched.setdefault(key, threading.Event()).wait(timeout=20)
-        result = original(coll, id, event, **kw)
+        result = original(attempt, event, *args, **kw)
         if event == "dispatched":
             dispatched.setdefault(key, threading.Event()).set()
         return result
@@ -189,10 +189,10 @@ def test_a_worker_that_overtakes_the_dispatched_write_never_steps_back(app, work
     original = machine.transition
     claimed = threading.Event()
 
-    def slow_dispatched(coll, id, event, **kw):
+    def slow_dispatched(attempt, event, *args, **kw):
         if event == "dispatched":
             claimed.wait(timeout=20)  # hold the DISPATCHED write until the worker claimed
-        result = original(coll, id, event, **kw)
+        result = original(attempt, event, *args, **kw)
         if event == "claim" and result is not None:
             claimed.set()
         return result
@@ -315,12 +315,12 @@ def test_held_processes_are_sent_oldest_first_as_slots_free(worker):
 def private_app(redis_url):
     """A Celery app with keys of its own: no other in-process worker takes its messages."""
     from support import make_test_app
-    from proc import celeryconf
+    from proc import messaging
 
     app = make_test_app(redis_url)
-    celeryconf.set_app(app)
+    messaging.set_app(app)
     yield app
-    celeryconf.set_app(None)
+    messaging.set_app(None)
     app.close()
 
 

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from .. import celeryconf, config, db, machine, registry
+from .. import messaging, config, db, machine, registry
 from ..inprocess import in_process_worker
 from ..redact import redact_url
 from ..status import LIFECYCLE
@@ -65,8 +65,8 @@ def run_demo(*, uploads: int = 3, projects: int = 1, pace: float = 1.5, port: in
     config.configure(heartbeat_interval=min(settings.heartbeat_interval, 1.0))
     db.connect()
     registry.load_models()
-    app = celeryconf.make_app(config.get(), broker_transport_options={"polling_interval": 0.05})
-    celeryconf.set_app(app)
+    app = messaging.make_app(config.get(), broker_transport_options={"polling_interval": 0.05})
+    messaging.set_app(app)
     PACE["seconds"] = pace
     start = time.monotonic()
     lock = threading.Lock()

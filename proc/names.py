@@ -1,0 +1,21 @@
+"""The names proc puts on the wire: Celery task names and queue names, each defined once.
+
+They are part of the contract with messages already queued: a worker of a newer version
+must still run a message an older one sent, so these strings never change.
+"""
+from __future__ import annotations
+
+RUN_TASK = "proc.run"
+"""The task that runs one attempt of one process."""
+
+CHECK_TASK = "proc.monitor_check"
+"""The monitor's check of one attempt, sent with a countdown to its deadline."""
+
+SWEEP_TASK = "proc.monitor_sweep"
+"""The monitor's periodic sweep (Celery beat sends it)."""
+
+DEFAULT_QUEUE = "celery"
+"""The queue of process messages unless a kind names another (Celery's own default)."""
+
+MONITOR_QUEUE = "proc.monitor"
+"""The queue of the monitor's checks and sweeps, so a process queue's depth counts processes only."""
