@@ -74,3 +74,18 @@ def outcome(kind, doc) -> tuple[list[str], list[str]]:
     if kind.settings.tolerate_child_failures:
         return [], [summary]
     return [summary], []
+
+
+#: Names that moved in the redesign: still importable from here for one release, with a warning.
+_MOVED = {'try_join': ('execution', 'try_join'), 'notify_parent': ('execution', 'notify_parent'), 'spawn': ('dispatch', 'spawn')}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        module, new = _MOVED[name]
+        warnings.warn(f"{__name__}.{name} moved to proc.{module}.{new}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(f"proc.{module}"), new)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

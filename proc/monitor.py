@@ -381,3 +381,17 @@ def sweep(now: datetime | None = None, *, collections=None, limit: int = 1000) -
     report.seconds = time.perf_counter() - t0
     return report
 
+
+#: Names that moved in the redesign: still importable from here for one release, with a warning.
+_MOVED = {'schedule': ('messaging', 'schedule_check'), 'forget': ('messaging', 'forget_check'), 'monitor_task_id': ('messaging', 'check_task_id')}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        module, new = _MOVED[name]
+        warnings.warn(f"{__name__}.{name} moved to proc.{module}.{new}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(f"proc.{module}"), new)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
