@@ -40,6 +40,9 @@ class Settings:
     db_outage_timeout: float = 60.0
     """PROC_DB_OUTAGE_TIMEOUT: how long a worker retries the writes a process's outcome depends
     on (its claim, its final status) while MongoDB is away; below every heartbeat_timeout."""
+    check_bucket: float = 5.0
+    """PROC_CHECK_BUCKET: width (s) of the deadline buckets the monitor checks together: one
+    delayed message per kind and bucket instead of one per process."""
     sweep_interval: float = 60.0
     """PROC_SWEEP_INTERVAL: seconds between two sweeps of the monitor (Celery beat, procctl monitor)."""
     api_token: str | None = None
@@ -73,6 +76,7 @@ class Settings:
             ("visibility_timeout", "PROC_VISIBILITY_TIMEOUT", int),
             ("db_outage_timeout", "PROC_DB_OUTAGE_TIMEOUT", float),
             ("sweep_interval", "PROC_SWEEP_INTERVAL", float),
+            ("check_bucket", "PROC_CHECK_BUCKET", float),
         ):
             if env.get(var):
                 try:

@@ -11,7 +11,8 @@ Order of writes for one call (each one atomic and conditional on the attempt):
    monitor (or ``redispatch``) sends it again.
 4. ``dispatched``: PENDING -> DISPATCHED. A worker may have claimed it RUNNING already;
    then this write finds nothing to change, which is fine: the status never steps back.
-   The attempt's monitor check is scheduled at its deadline (``messaging.schedule_check``).
+   The attempt's deadline is in a bucket whose monitor check is scheduled
+   (``messaging.schedule_bucket``: one message per kind and bucket, not per process).
 
 This module works on any document with the ``Proc`` fields; it never imports ``Proc``.
 """
@@ -148,7 +149,7 @@ def send(kind, raw: dict, *, have_slot: bool = False, note: str | None = None,
         # A worker overtook the write: the attempt still needs its deadline.
         machine.update_fields(attempt, statuses=PROCESSING, fields={"deadline": due}, guard={"deadline": None})
     if kind.settings.monitor_checks:
-        messaging.schedule_check(kind, dict(raw, deadline=due))
+        messaging.schedule_bucket(kind, due)
     return after
 
 

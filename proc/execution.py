@@ -9,8 +9,7 @@ database outage (``durable`` writes, ``PROC_DB_OUTAGE_TIMEOUT``). One process's 
 is recorded on its own document and never propagates to the worker or to other processes.
 
 The end of every attempt (a worker's final write, an operator's reset or cancel, the
-monitor failing it) goes through ``attempt_over``: the slot is given back, the pending
-monitor check dropped, and the parent joined if this was its last running child. The
+monitor failing it) goes through ``attempt_over``: the slot is given back and the parent joined if this was its last running child. The
 join (``try_join``) flips the parent WAITING_FOR_RESULT -> RUNNING with one conditional
 write, so exactly one caller wins, and the winner runs the join here (``execute``), whose
 end is again an ``attempt_over``: the recursion stays in this module.
@@ -98,13 +97,10 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
 
 def attempt_over(kind, attempt: Attempt, *, slot: bool = True) -> None:
     """``attempt`` left its active state (finished, failed, reset, cancelled): give back its
-    concurrency slot (``slot``), drop its pending monitor check, and let its parent join if
-    it was the last child. ``kind`` may be None (no known process method)."""
-    if kind is not None:
-        if slot:
-            dispatch.release_slot(kind, attempt)
-        if attempt.task_id and kind.settings.monitor_checks:
-            messaging.forget_check(attempt.task_id)  # its pending check would find it finished anyway
+    concurrency slot (``slot``) and let its parent join if it was the last child. ``kind`` may be None (no known process method)."""
+    if kind is not None and slot:
+        dispatch.release_slot(kind, attempt)
+    # Its bucket's check will find it finished and do nothing: there is nothing to revoke.
     notify_parent(Attempt.from_ref(attempt.parent))
 
 
@@ -147,6 +143,8 @@ def _refresh_for_join(kind, doc, attempt: Attempt) -> None:
         fields["deadline"] = dispatch.deadline(kind, doc.to_mongo().to_dict())
     db.retrying(lambda: machine.update_fields(attempt, statuses=[S.RUNNING], fields=fields),
                 f"refreshing the join of {kind.name} {doc.pk}")
+    if "deadline" in fields and kind.settings.monitor_checks:
+        messaging.schedule_bucket(kind, fields["deadline"])
 
 
 def _superseded(kind, doc) -> str:

@@ -26,6 +26,10 @@ Settings that matter for correctness:
   sweeps missed while no worker ran do not pile up.
 - Publishing is bounded (connect/socket timeouts and a short retry policy) so a call
   never hangs on a dead broker (``publish``).
+- The monitor's checks: one delayed message per kind and deadline bucket
+  (``schedule_bucket``, ``PROC_CHECK_BUCKET`` wide), claimed by whoever dispatches first
+  into it; a check that needs another look later gets a per-process message
+  (``schedule_check``). Neither is ever revoked: a check of a finished process does nothing.
 - proc's signal handlers (a pool process connects after the fork; a stopping worker stops
   its heartbeats; the worker that received each run message is remembered) are connected
   by ``make_app()``, once, not as a side effect of importing a module.
@@ -33,7 +37,6 @@ Settings that matter for correctness:
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from datetime import datetime, timedelta
@@ -44,7 +47,7 @@ from kombu import Queue
 
 from . import config, db, heartbeat
 from .exceptions import BrokerUnavailable
-from .names import CHECK_TASK, DEFAULT_QUEUE, MONITOR_QUEUE, RUN_TASK, SWEEP_TASK
+from .names import BUCKET_TASK, CHECK_TASK, DEFAULT_QUEUE, MONITOR_QUEUE, RUN_TASK, SWEEP_TASK
 from .redact import redact_url
 from .timeutil import utcnow
 
@@ -185,67 +188,82 @@ def schedule_check(kind, raw: dict, when: datetime | None = None, *, app=None) -
     return countdown
 
 
-class _Revoker:
-    """Revokes the checks of finished processes from a background thread.
+#: One small document per (kind, bucket) whose check message was sent: the set-if-absent
+#: claim that makes exactly one dispatcher send it. The bucket's check deletes it.
+BUCKETS = "proc_check_buckets"
 
-    A revoke is a broadcast that kombu retries without bound while the broker is away, so it
-    must never hold up the thread that finished the process. Best effort: when the queue is
-    full, revokes are dropped (the check would find the process finished and do nothing).
+_claimed: dict[str, float] = {}
+"""Buckets this process already knows are claimed (key -> bucket end, epoch seconds)."""
+_claimed_lock = threading.Lock()
 
-    A broadcast reaches every worker, so ids are collected for up to ``LINGER`` seconds (or
-    ``BATCH`` ids) and revoked together: one broadcast per window, not one per process.
-    A check is due at its process's deadline, far later than the window.
+
+def bucket_of(when: datetime, width: float) -> tuple[datetime, datetime]:
+    """The bucket ``[start, end)`` of width ``width`` seconds that ``when`` falls in."""
+    epoch = datetime(1970, 1, 1)
+    seconds = (when - epoch).total_seconds()
+    start = epoch + timedelta(seconds=(seconds // width) * width)
+    return start, start + timedelta(seconds=width)
+
+
+def schedule_bucket(kind, deadline: datetime, *, app=None) -> bool:
+    """Make sure the check of ``kind``'s bucket holding ``deadline`` is scheduled.
+
+    The first dispatcher of a bucket claims it (an insert on a unique ``_id``) and sends one
+    ``proc.monitor_bucket`` message due at the bucket's end; every later one finds the claim
+    (in this process's memory after the first time, else by the duplicate key) and sends
+    nothing. Returns True if this call sent the message. Never raises: the sweep is the backstop.
     """
+    from pymongo.errors import DuplicateKeyError
 
-    LINGER = 0.5
-    BATCH = 500
-
-    def __init__(self, maxsize: int = 10000):
-        self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
-        self.thread: threading.Thread | None = None
-        self.lock = threading.Lock()
-
-    def put(self, app, task_id: str) -> None:
-        try:
-            self.queue.put_nowait((app, task_id))
-        except queue.Full:
-            return
-        with self.lock:
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._run, name="proc-monitor-revoke", daemon=True)
-                self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            app, task_id = self.queue.get()
-            ids = [task_id]
-            window_ends = time.monotonic() + self.LINGER
-            while len(ids) < self.BATCH:
-                try:
-                    other_app, other = self.queue.get(timeout=max(0.0, window_ends - time.monotonic()))
-                except queue.Empty:
-                    break
-                if other_app is not app:
-                    self._revoke(other_app, [other])
-                else:
-                    ids.append(other)
-            self._revoke(app, ids)
-
-    @staticmethod
-    def _revoke(app, ids) -> None:
-        try:
-            app.control.revoke(ids)
-        except Exception as exc:
-            log.info("could not revoke %d monitor check(s): %s", len(ids), exc)
+    width = config.get().check_bucket
+    start, end = bucket_of(deadline, width)
+    key = f"{kind.name}|{start.isoformat(timespec='milliseconds')}"
+    now = time.time()
+    with _claimed_lock:
+        if key in _claimed:
+            return False
+        if len(_claimed) > 10000:  # forget buckets long past
+            for old in [k for k, e in _claimed.items() if e < now - 3600]:
+                del _claimed[old]
+    try:
+        db.database()[BUCKETS].insert_one({"_id": key, "kind": kind.name, "start": start, "end": end})
+    except DuplicateKeyError:
+        with _claimed_lock:
+            _claimed[key] = (end - datetime(1970, 1, 1)).total_seconds()
+        return False
+    except Exception as exc:
+        log.warning("could not claim the monitor bucket %s: %s: %s", key, type(exc).__name__, exc)
+        return False
+    with _claimed_lock:
+        _claimed[key] = (end - datetime(1970, 1, 1)).total_seconds()
+    if not send_bucket(kind.name, start, end, app=app):
+        try:  # not sent: let a later dispatcher of this bucket try again
+            db.database()[BUCKETS].delete_one({"_id": key})
+        except Exception:
+            pass
+        with _claimed_lock:
+            _claimed.pop(key, None)
+        return False
+    return True
 
 
-_revoker = _Revoker()
+def send_bucket(kind_name: str, start: datetime, end: datetime, *, app=None) -> bool:
+    """Send (or send again, when it fired early) the check of one bucket, due at its end."""
+    app = app or get_app()
+    countdown = min(max(0.0, (end - utcnow()).total_seconds()), max_countdown(app))
+    try:
+        app.send_task(BUCKET_TASK, args=[kind_name, start.isoformat(), end.isoformat()],
+                      countdown=countdown, queue=MONITOR_QUEUE, retry=True,
+                      retry_policy=publish_retry_policy(2.0))
+    except Exception as exc:  # the sweep finds the processes anyway
+        log.warning("could not schedule the monitor of %s: %s: %s", kind_name, type(exc).__name__, exc)
+        return False
+    return True
 
 
-def forget_check(celery_task_id: str | None) -> None:
-    """The attempt with this task id finished: revoke its pending check (best effort, never blocks)."""
-    if celery_task_id:
-        _revoker.put(get_app(), check_task_id(celery_task_id))
+def forget_bucket(kind_name: str, start: datetime) -> None:
+    """The bucket's check ran: drop its claim document."""
+    db.database()[BUCKETS].delete_one({"_id": f"{kind_name}|{start.isoformat(timespec='milliseconds')}"})
 
 
 # -- proc's Celery signal handlers ---------------------------------------------------------------

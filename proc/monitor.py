@@ -4,12 +4,16 @@ Celery alone loses track of work (a worker killed mid-task, a message lost with 
 broker, a join that never ran). Two mechanisms catch it, both built on the same
 detection as the check-status page (``proc.stuck.diagnose``):
 
-- **Per-process check** (Celery task ``proc.monitor_check``): scheduled when a process is
-  DISPATCHED, to fire at its deadline (dispatch time + expected duration). When it fires:
+- **Deadline checks** (Celery task ``proc.monitor_bucket``): when a process is DISPATCHED,
+  its deadline (dispatch time + expected duration) falls in a bucket of
+  ``PROC_CHECK_BUCKET`` seconds; one message per kind and bucket fires at the bucket's end
+  and checks each of its processes (``check_bucket``). The per-process check (task
+  ``proc.monitor_check``) is what each of them gets, and what is sent again for a process
+  that needs another look later. When it runs:
   a finished process, or one a newer attempt replaced, is left alone; a process that is
   still alive (fresh heartbeat, children still running, or simply not yet due) is checked
-  again later; a stuck one gets its kind's recovery policy. When a process finishes its
-  pending check is revoked, but correctness never depends on that: every check starts by
+  again later; a stuck one gets its kind's recovery policy. Nothing is revoked when a
+  process finishes: every check starts by
   re-reading the document, and every recovery is a conditional state-machine write, so a
   duplicate, late or unrevoked check is harmless.
 - **Sweep** (``sweep()``; Celery beat task ``proc.monitor_sweep``; ``procctl monitor``): a
@@ -164,6 +168,29 @@ def check(collection: str, id, attempt: int, *, now: datetime | None = None, app
         countdown = messaging.schedule_check(kind, raw, when, app=app)
         outcome.next_check = countdown
     return outcome
+
+
+def check_bucket(kind_name: str, start: datetime, end: datetime, *, now: datetime | None = None,
+                 app=None) -> list[Outcome]:
+    """The check of one deadline bucket: every active process of the kind whose deadline is
+    in ``[start, end)`` gets the per-process check (one query on (process_status, deadline)).
+    A bucket message that fires early (its countdown was capped) sends itself again."""
+    now = now or utcnow()
+    if now < end:
+        messaging.send_bucket(kind_name, start, end, app=app)
+        return []
+    try:
+        kind = registry.kind_named(kind_name)
+    except UnknownKind:
+        log.error("monitor: no process kind %r; bucket check dropped", kind_name)
+        return []
+    coll = kind.cls._get_collection()
+    query = {"process_status": {"$in": [S.DISPATCHED.value, S.RUNNING.value, S.WAITING_FOR_RESULT.value]},
+             "deadline": {"$gte": start, "$lt": end}, "current_process": kind.method}
+    outcomes = [check(kind.collection, raw["_id"], raw["attempt"], now=now, app=app)
+                for raw in coll.find(query, {"attempt": 1})]
+    messaging.forget_bucket(kind_name, start)
+    return outcomes
 
 
 def _next_check(kind, raw: dict, now: datetime) -> datetime:
@@ -362,6 +389,10 @@ def sweep(now: datetime | None = None, *, collections=None, limit: int = 1000) -
     t0 = time.perf_counter()
     db.database()
     report = SweepReport(started=now or utcnow())
+    try:  # bucket claims whose check never ran (no worker consumed proc.monitor): forget them
+        db.database()[messaging.BUCKETS].delete_many({"end": {"$lt": report.started - timedelta(hours=1)}})
+    except Exception:
+        log.exception("monitor: could not drop stale bucket claims")
     for kind in registry.kinds():
         if kind.settings.limit and (collections is None or kind.collection in collections):
             try:
@@ -383,7 +414,7 @@ def sweep(now: datetime | None = None, *, collections=None, limit: int = 1000) -
 
 
 #: Names that moved in the redesign: still importable from here for one release, with a warning.
-_MOVED = {'schedule': ('messaging', 'schedule_check'), 'forget': ('messaging', 'forget_check'), 'monitor_task_id': ('messaging', 'check_task_id')}
+_MOVED = {'schedule': ('messaging', 'schedule_check'), 'monitor_task_id': ('messaging', 'check_task_id')}
 
 
 def __getattr__(name):

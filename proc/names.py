@@ -11,6 +11,9 @@ RUN_TASK = "proc.run"
 CHECK_TASK = "proc.monitor_check"
 """The monitor's check of one attempt, sent with a countdown to its deadline."""
 
+BUCKET_TASK = "proc.monitor_bucket"
+"""The monitor's check of every process of one kind whose deadline falls in one time bucket."""
+
 SWEEP_TASK = "proc.monitor_sweep"
 """The monitor's periodic sweep (Celery beat sends it)."""
 

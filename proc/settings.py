@@ -34,9 +34,9 @@ class KindSettings:
     monitor_interval: float = 60.0
     """How long the per-process monitor waits before checking a still-alive process again (s)."""
     monitor_checks: bool = True
-    """Schedule a per-process monitor check at dispatch (one extra Celery message per process,
-    revoked when it finishes). False: rely on the periodic sweep alone, for kinds with many
-    short processes."""
+    """Check each process at its deadline without waiting for a sweep: its deadline joins a
+    bucket whose one delayed message checks every process of the kind due in it
+    (``PROC_CHECK_BUCKET``). False: rely on the periodic sweep alone."""
     tolerate_child_failures: bool = False
     """False: a parent with a failed child ends FAILURE. True: SUCCESS with a warning per failure."""
     queue: str = DEFAULT_QUEUE

@@ -11,7 +11,7 @@ from bson import json_util
 from celery import shared_task
 
 from . import db, execution, messaging, monitor
-from .names import CHECK_TASK, RUN_TASK, SWEEP_TASK
+from .names import BUCKET_TASK, CHECK_TASK, RUN_TASK, SWEEP_TASK
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,17 @@ def monitor_check(self, collection, id_json, attempt):
     """The per-process check of one attempt (scheduled at its deadline; see ``proc.monitor``)."""
     db.database()
     return monitor.check(collection, json_util.loads(id_json), attempt, app=self.app).action.value
+
+
+@shared_task(name=BUCKET_TASK, bind=True, acks_late=True, ignore_result=True)
+def monitor_bucket(self, kind_name, start, end):
+    """The check of every process of one kind whose deadline is in one bucket (see ``proc.monitor``)."""
+    from datetime import datetime
+
+    db.database()
+    outcomes = monitor.check_bucket(kind_name, datetime.fromisoformat(start), datetime.fromisoformat(end),
+                                    app=self.app)
+    return len(outcomes)
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True)

@@ -264,12 +264,12 @@ def test_sweep_report_names_each_process_with_its_reason_and_action():
 
 def test_dispatch_schedules_the_check_at_the_deadline(monkeypatch):
     scheduled = []
-    monkeypatch.setattr(messaging, "schedule_check", lambda kind, raw, *a, **k: scheduled.append(raw))
+    monkeypatch.setattr(messaging, "schedule_bucket", lambda kind, deadline, **k: scheduled.append(deadline))
     job = Stall(label="wired")
     job.save()
     job.work_fail()
-    [raw] = scheduled
-    assert raw["deadline"] == job.reload_status().deadline
+    [deadline] = scheduled
+    assert deadline == job.reload_status().deadline
     assert 1.9 <= (job.deadline - job.history[-1]["time"]).total_seconds() <= 2.1
 
 
@@ -303,3 +303,45 @@ def test_a_pending_process_whose_dispatcher_died_holding_its_slot_is_sent():
     after = Stall._get_collection().find_one({"_id": raw["_id"]})
     assert after["process_status"] == S.DISPATCHED.value and after["attempt"] == raw["attempt"]
     assert limits.holders(kind.name) == [key]
+
+
+# -- deadline buckets ---------------------------------------------------------------------------------
+
+
+def test_processes_whose_deadlines_share_a_bucket_cost_one_check_message(idle_app, monkeypatch):
+    sent = []
+    original = idle_app.send_task
+    monkeypatch.setattr(idle_app, "send_task", lambda name, *a, **k: (sent.append(name), original(name, *a, **k))[1])
+    config.configure(check_bucket=60)
+    jobs = [Stall(label=f"b{i}") for i in range(20)]
+    for job in jobs:
+        job.save()
+        job.work_fail()
+    assert sent.count("proc.run") == 20
+    assert sent.count("proc.monitor_bucket") in (1, 2)  # 2 only if the 20 deadlines straddle a bucket edge
+    assert "proc.monitor_check" not in sent
+    assert messaging.BUCKETS in monitor.db.database().list_collection_names()
+
+
+def test_a_bucket_check_checks_every_process_due_in_it_and_drops_its_claim():
+    kind = registry.kind(Stall, "work_fail")
+    config.configure(check_bucket=10)
+    stuck_one = put("work_fail", "DISPATCHED", age=5)  # deadline 3 s ago: not started by any worker
+    other = put("work_fail", "DISPATCHED", age=0, deadline=utcnow() + timedelta(hours=1))
+    start, end = messaging.bucket_of(stuck_one["deadline"], 10)
+    assert messaging.schedule_bucket(kind, stuck_one["deadline"]) is True
+    assert messaging.schedule_bucket(kind, stuck_one["deadline"]) is False  # claimed once
+    outcomes = monitor.check_bucket(kind.name, start, end, now=end + timedelta(seconds=1))
+    assert [(o.reason, o.action) for o in outcomes] == [(stuck.NOT_STARTED, monitor.FAILED)]
+    assert Stall._get_collection().find_one({"_id": stuck_one["_id"]})["process_status"] == "FAILURE"
+    assert Stall._get_collection().find_one({"_id": other["_id"]})["process_status"] == "DISPATCHED"
+    assert monitor.db.database()[messaging.BUCKETS].count_documents({}) == 0
+
+
+def test_a_bucket_check_that_fires_early_sends_itself_again(idle_app, monkeypatch):
+    sent = []
+    monkeypatch.setattr(idle_app, "send_task", lambda name, *a, **k: sent.append((name, k.get("countdown"))))
+    start, end = messaging.bucket_of(utcnow() + timedelta(hours=5), 10)
+    assert monitor.check_bucket("fault_stall.work_fail", start, end) == []
+    [(name, countdown)] = sent
+    assert name == "proc.monitor_bucket" and countdown == messaging.max_countdown(idle_app)
