@@ -14,7 +14,13 @@ N processes each, the three variants interleaved over several rounds:
 
 Then counts the database operations of one lifecycle of (a) and (b).
 
-    python -m benchmarks.bench_lifecycle [--n 1000] [--rounds 3] [--concurrency 4]
+    python -m benchmarks.bench_lifecycle [--n 1000] [--real-n 300] [--rounds 3] [--concurrency 4]
+                                         [--quick] [--tier both|embedded|real]
+
+Both tiers in one run, one after the other, each with its own in-process worker connected to
+that tier (the embedded database; then ``MONGODB_URI=mongodb://...`` if set, else a private
+SecantusDB server started for the run). Round trips: mongomock method calls on the embedded
+tier, the commands pymongo sent (a ``CommandListener``, every thread) on the real one.
 """
 from __future__ import annotations
 
@@ -191,16 +197,17 @@ def run_tier(tier, n: int, rounds: int, concurrency: int, broker: str) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="processes per variant and round, embedded tier")
-    parser.add_argument("--real-n", type=int, default=None,
-                        help="the same on the real tier (default: --n)")
+    parser.add_argument("--real-n", type=int, default=300,
+                        help="the same on the real tier (smaller: SecantusDB's findAndModify, the "
+                             "claim, scans the collection)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--quick", action="store_true", help="--n 200 --rounds 1")
+    parser.add_argument("--quick", action="store_true", help="--n 200 --real-n 200 --rounds 1")
     add_tier_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
-        args.n, args.rounds = 200, 1
-    sizes = {"embedded": args.n, "real": args.real_n or args.n}
+        args.n, args.real_n, args.rounds = 200, 200, 1
+    sizes = {"embedded": args.n, "real": args.real_n}
 
     broker = redis_url()
     machine.listeners.append(_on_transition)

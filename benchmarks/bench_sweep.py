@@ -29,7 +29,7 @@ import time
 from datetime import timedelta
 
 from benchmarks.common import add_tier_argument, print_tiers, table, tiers
-from proc import celeryconf, config, monitor, registry, stuck
+from proc import config, messaging, monitor, registry, stuck
 from proc.status import ProcessStatus as S
 from proc.timeutil import utcnow
 
@@ -180,7 +180,7 @@ def run_tier(tier, n: int, n_stuck: int, repeat: int) -> dict:
     print(f"  {tier.name} {n:,}: seeded in {seeded:.1f} s; sweep {sweep_time:.3f} s, naive {naive_time:.3f} s",
           flush=True)
 
-    celeryconf.set_app(celeryconf.make_app())
+    messaging.set_app(messaging.make_app())
     with tier.counter() as recover_ops:
         started = time.perf_counter()
         report = monitor.sweep(now)

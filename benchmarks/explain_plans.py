@@ -38,7 +38,7 @@ from bson import ObjectId
 
 from benchmarks import legacy
 from benchmarks.common import CommandRecorder, SecantusProcess, Tier, table
-from proc import celeryconf, config, monitor, registry, stuck
+from proc import config, messaging, monitor, registry, stuck
 from proc.timeutil import utcnow
 
 DATABASE = "proc_explain"
@@ -284,7 +284,7 @@ def record(tier: Tier, n: int, n_stuck: int, legacy_docs: int) -> tuple[list, di
     from api import create_app
 
     client = create_app({"TESTING": True, "PROC_API_TOKEN": None}).test_client()
-    celeryconf.set_app(celeryconf.make_app())
+    messaging.set_app(messaging.make_app())
 
     def get(url: str) -> dict:
         response = client.get(url)
