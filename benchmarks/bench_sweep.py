@@ -258,6 +258,9 @@ def main(argv=None) -> None:
         print(f"{name}: one full monitor.sweep() (find + recover; default policy retry): {full:.3f} s, "
               + ", ".join(f"{a}: {n}" for a, n in sorted(actions.items()))
               + f"; {ops.total} round trips ({ops.detail()})")
+        print(f"{name}: its time by operation: " + ", ".join(
+            f"{op} {secs:.2f} s" for op, secs in sorted(ops.times.items(), key=lambda kv: -kv[1]) if secs >= 0.01)
+              + f", other (Python, broker) {max(full - sum(ops.times.values()), 0):.2f} s")
         print(f"{name}: a second sweep right after: {len(again.outcomes)} stuck "
               f"({', '.join(sorted({o.stuck.reason for o in again.outcomes})) or 'none'}), {again.seconds:.3f} s")
 
