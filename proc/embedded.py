@@ -113,11 +113,9 @@ _WRITES = ("insert_one", "insert_many", "update_one", "update_many", "replace_on
 
 
 def _serialised(base, name: str):
-    method = getattr(base, name)
-
     def write(self, *args, **kwargs):
-        with self._proc_lock:
-            return method(self, *args, **kwargs)
+        with self._proc_lock:  # the base method looked up per call (tests may wrap it to count)
+            return getattr(base, name)(self, *args, **kwargs)
 
     write.__name__ = name
     write.__doc__ = f"mongomock's ``{name}``, atomic: run under the store's write lock."

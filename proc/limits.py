@@ -31,9 +31,15 @@ def _slots():
 
 
 def acquire(kind_name: str, key: str, limit: int) -> Slot:
+    """Take one of the kind's ``limit`` slots for ``key``, or say why not.
+
+    FULL is answered only after seeing the kind's document full: the first callers of a kind
+    race to create that document, and a slot may free between the conditional ``$push`` and
+    the read; both are tried again.
+    """
     coll = _slots()
     query = {"_id": kind_name, f"holders.{limit - 1}": {"$exists": False}, "holders": {"$ne": key}}
-    for _ in range(2):
+    for _ in range(5):
         if coll.update_one(query, {"$push": {"holders": key}}).modified_count:
             return Slot.ACQUIRED
         doc = coll.find_one({"_id": kind_name}, {"holders": 1})
@@ -43,7 +49,11 @@ def acquire(kind_name: str, key: str, limit: int) -> Slot:
             except DuplicateKeyError:
                 pass
             continue
-        return Slot.HELD if key in doc.get("holders", []) else Slot.FULL
+        holders = doc.get("holders", [])
+        if key in holders:
+            return Slot.HELD
+        if len(holders) >= limit:
+            return Slot.FULL
     return Slot.FULL
 
 
