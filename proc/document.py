@@ -37,6 +37,7 @@ class Proc(Document):
             ("process_status", "heartbeat"),
             ("process_status", "deadline"),
             {"fields": ("parent_key", "process_status"), "sparse": True},
+            ("-last_status_change", "-_id"),  # /api/procs: newest first, cursor paging
         ],
     }
 
