@@ -9,7 +9,7 @@ from datetime import datetime
 from bson import ObjectId, json_util
 
 from proc import limits, registry, stuck
-from proc.admin_cli import parse_id
+from proc.admin import parse_id
 from proc.exceptions import UnknownKind
 from proc.status import ProcessStatus as S
 from proc.timeutil import age_seconds, format_age, utcnow

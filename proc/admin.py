@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import socket
 
+from mongoengine.errors import ValidationError
+
 from . import dispatch, execution, limits, machine, messaging, registry, stuck
 from .exceptions import IllegalTransition, ProcError, ProcessHealthy, TransitionConflict
 from .machine import Attempt, Change
@@ -17,6 +19,21 @@ from .status import ProcessStatus as S
 from .timeutil import utcnow
 
 log = logging.getLogger(__name__)
+
+
+def parse_id(cls, text: str):
+    """The primary key of ``cls`` written as ``text`` (an ObjectId's 24 hex digits by default).
+
+    Raises ``ValueError`` saying what an id of that collection looks like.
+    """
+    field = cls._fields[cls._meta["id_field"]]
+    try:
+        value = field.to_python(text)
+        field.validate(value)
+    except (ValidationError, ValueError, TypeError):
+        raise ValueError(f"{text!r} is not an id of collection {cls._get_collection_name()!r} "
+                         f"({type(field).__name__}; an ObjectId is 24 hexadecimal digits)") from None
+    return value
 
 
 def load(collection: str, id) -> tuple[registry.Kind | None, type, dict]:

@@ -175,7 +175,7 @@ def test_procctl_serve_refuses_another_address_without_a_token_and_the_embedded_
 
 
 def test_procctl_serve_configures_gunicorn_to_load_api_wsgi():
-    from api.cli import GunicornServer
+    from proc.cli.serve import GunicornServer
 
     server = GunicornServer({"bind": "127.0.0.1:8123", "workers": 3, "threads": 2, "worker_class": "gthread"})
     assert server.cfg.bind == ["127.0.0.1:8123"]

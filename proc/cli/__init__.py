@@ -38,23 +38,13 @@ def cli(uri, verbose):
         config.configure(mongodb_uri=uri)
 
 
-def _register() -> None:
-    from . import demo, shell, standalone, worker
+from migrations.cli import datafix  # noqa: E402  (the commands below build on the group above)
 
-    cli.add_command(demo.demo)
-    cli.add_command(shell.shell)
-    cli.add_command(worker.worker)
-    cli.add_command(standalone.standalone)
-    for module, name in (("api.cli", "serve"), ("proc.monitor_cli", "monitor"),
-                         ("migrations.cli", "datafix"), ("proc.admin_cli", "admin")):
-        try:
-            mod = __import__(module, fromlist=[name])
-        except ImportError:
-            continue
-        cli.add_command(getattr(mod, name))
+from . import admin, demo, monitor, serve, shell, standalone, worker  # noqa: E402
 
-
-_register()
+for command in (demo.demo, shell.shell, worker.worker, standalone.standalone, serve.serve,
+                monitor.monitor, datafix, admin.admin):
+    cli.add_command(command)
 
 
 def main() -> None:

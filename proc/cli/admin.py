@@ -1,0 +1,61 @@
+"""``procctl admin``: reset, redispatch or cancel one process from the command line.
+
+Each action is recorded in the process's history with ``by="cli:<os user>"``.
+"""
+from __future__ import annotations
+
+import getpass
+
+import click
+from .. import admin as actions, db, registry
+from ..admin import parse_id
+from ..exceptions import IllegalTransition, ProcError, ProcessHealthy, TransitionConflict, UnknownKind
+
+
+def actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (some containers)
+        user = "unknown"
+    return f"cli:{user}"
+
+
+@click.group()
+def admin():
+    """Repair one process: reset, redispatch or cancel it (recorded in its history)."""
+
+
+def _run(action, collection: str, id_text: str, **kwargs) -> None:
+    db.connect()
+    registry.load_models()
+    try:
+        cls = registry.class_for(collection)
+    except UnknownKind as exc:
+        raise click.BadParameter(str(exc), param_hint="COLLECTION") from None
+    try:
+        pk = parse_id(cls, id_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="ID") from None
+    try:
+        after = action(collection, pk, by=actor(), **kwargs)
+    except (LookupError, ProcessHealthy, IllegalTransition, TransitionConflict, ProcError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{collection}/{id_text}: {after['process_status']} (attempt {after['attempt']})")
+
+
+def _add(name: str, action, help: str, *, force: bool) -> None:
+    params = [click.Argument(["collection"]), click.Argument(["id"])]
+    if force:
+        params.append(click.Option(["--force"], is_flag=True, help="Act even on a healthy running "
+                                   "process (default: only stuck or failed ones)."))
+
+    def callback(collection, id, **options):
+        _run(action, collection, id, **options)
+
+    admin.add_command(click.Command(name, callback=callback, params=params, help=help))
+
+
+_add("reset", actions.reset, "Put a stuck or failed process back to READY.", force=True)
+_add("redispatch", actions.redispatch, "Send a stuck or failed process again, as a new attempt.", force=True)
+_add("cancel", actions.cancel, 'End a pending or running process as FAILURE "cancelled" and revoke its '
+     "Celery task.", force=False)
