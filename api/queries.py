@@ -156,7 +156,6 @@ def detail(collection: str, id_text: str) -> dict:
     """Every field of one process, its kind's settings, its diagnosis and what may be done to it."""
     cls, raw = find_proc(collection, id_text)
     now = utcnow()
-    method = raw.get("current_process")
     kind = registry.kind_of(cls, raw)
     verdict = None
     if kind is not None and raw.get("process_status") in STATUSES:

@@ -247,6 +247,12 @@ def schedule_bucket(kind, deadline: datetime, *, app=None) -> bool:
     return True
 
 
+def forget_claims() -> None:
+    """Forget the buckets this process saw claimed (tests that switch databases)."""
+    with _claimed_lock:
+        _claimed.clear()
+
+
 def send_bucket(kind_name: str, start: datetime, end: datetime, *, app=None) -> bool:
     """Send (or send again, when it fired early) the check of one bucket, due at its end."""
     app = app or get_app()

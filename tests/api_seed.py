@@ -10,6 +10,8 @@ from datetime import timedelta
 
 import pytest
 
+from support import make_flask_app
+
 from proc.demo.models import Entry, Precheck, Project, Upload
 from proc.status import ProcessStatus as S
 from proc.timeutil import utcnow
@@ -61,9 +63,7 @@ def seed_every_status() -> dict:
 
 @pytest.fixture
 def flask_app():
-    from api import create_app
-
-    return create_app({"TESTING": True, "PROC_INSPECT_TIMEOUT": 0.3, "PROC_API_TOKEN": None})
+    return make_flask_app()
 
 
 @pytest.fixture
@@ -73,9 +73,7 @@ def client(flask_app):
 
 @pytest.fixture
 def secured_app():
-    from api import create_app
-
-    return create_app({"TESTING": True, "PROC_INSPECT_TIMEOUT": 0.3, "PROC_API_TOKEN": TOKEN})
+    return make_flask_app(TOKEN)
 
 
 @pytest.fixture

@@ -108,6 +108,7 @@ def database():
     uri = support.database_uri(name)
     config.configure(mongodb_uri=uri, heartbeat_interval=0.2, check_bucket=0.5)
     registry.forget_settings()
+    messaging.forget_claims()
     database = db.connect(uri)
     registry.load_models()
     if not support.real_tier():

@@ -377,3 +377,15 @@ def install_command_listener() -> None:
         failed = staticmethod(_listener.failed)
 
     monitoring.register(Listener())
+
+
+# -- the test app ---------------------------------------------------------------------------------
+
+
+def make_flask_app(token: str | None = None, *, inspect_timeout: float = 0.3, **config):
+    """The Flask app of ``api.create_app`` as every test builds it: testing mode, a short
+    inspect timeout, ``token`` as ``PROC_API_TOKEN`` (None: no token), and ``config``."""
+    from api import create_app
+
+    return create_app({"TESTING": True, "PROC_INSPECT_TIMEOUT": inspect_timeout,
+                       "PROC_API_TOKEN": token, **config})

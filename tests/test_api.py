@@ -8,7 +8,7 @@ from bson import ObjectId
 
 from api_seed import TOKEN, basic, bearer, client, flask_app, secured, secured_app, seed, seed_every_status  # noqa: F401
 from proc import messaging, config, limits, registry
-from support import CommandCounter
+from support import CommandCounter, make_flask_app
 from proc.demo.models import Entry, Precheck, Upload
 from proc.status import LIFECYCLE, ProcessStatus as S
 from proc.timeutil import utcnow
@@ -219,7 +219,6 @@ def test_without_a_token_routes_are_open_and_health_and_metrics_never_need_one(c
 
 
 def test_no_credentials_in_any_page_or_response(monkeypatch):
-    from api import create_app
 
     config.configure(mongodb_uri="mongomock://dbuser:db-s3cret@localhost/proc_test")
     broken = messaging.make_app(config.Settings(**{**config.get().__dict__,
@@ -227,7 +226,7 @@ def test_no_credentials_in_any_page_or_response(monkeypatch):
                                                     "dispatch_timeout": 1.0}))
     messaging.set_app(broken)
     try:
-        app = create_app({"TESTING": True, "PROC_INSPECT_TIMEOUT": 0.2, "PROC_API_TOKEN": TOKEN})
+        app = make_flask_app(TOKEN, inspect_timeout=0.2)
         c = app.test_client()
         seed(Precheck, S.DISPATCHED, age=400)
         pages = {url: c.get(url, headers=bearer()) for url in (
@@ -349,7 +348,6 @@ def test_status_and_page_name_each_recovery_of_the_monitor_with_its_reason_and_a
 
 
 def test_recoveries_are_the_newest_of_the_window_at_most_the_limit(monkeypatch):
-    from api import create_app
     from proc import db, monitor
 
     now = utcnow()
@@ -362,13 +360,11 @@ def test_recoveries_are_the_newest_of_the_window_at_most_the_limit(monkeypatch):
     finds = []
     original = monitor.recent_recoveries
     monkeypatch.setattr(monitor, "recent_recoveries", lambda *a, **k: finds.append(k) or original(*a, **k))
-    app = create_app({"TESTING": True, "PROC_INSPECT_TIMEOUT": 0.2, "PROC_API_TOKEN": None,
-                      "PROC_RECOVERY_LIMIT": 3})
+    app = make_flask_app(None, inspect_timeout=0.2, PROC_RECOVERY_LIMIT=3)
     body = app.test_client().get("/api/status?workers=false").get_json()
     assert [r["id"] for r in body["recoveries"]] == [str(r["id"]) for r in records[:3]]
     assert [r["action_text"] for r in body["recoveries"]] == [
         "sent it again as a new attempt", "handed it to the broker again", "ran its lost join"]
     assert len(finds) == 1 and body["recoveries_window_hours"] == 24
-    wide = create_app({"TESTING": True, "PROC_INSPECT_TIMEOUT": 0.2, "PROC_API_TOKEN": None,
-                       "PROC_RECOVERY_HOURS": 48})
+    wide = make_flask_app(None, inspect_timeout=0.2, PROC_RECOVERY_HOURS=48)
     assert len(wide.test_client().get("/api/status?workers=false").get_json()["recoveries"]) == 5

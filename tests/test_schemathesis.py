@@ -17,6 +17,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api_seed import TOKEN, bearer, seed
+from support import make_flask_app
 from proc.demo.models import Precheck, Upload
 from proc.status import ProcessStatus as S
 
@@ -35,9 +36,8 @@ def run(operation, mode, *, path_parameters=None, examples=15):
 
 
 def test_api_answers_every_generated_request_without_a_server_error():
-    from api import create_app
 
-    app = create_app({"TESTING": True, "PROC_INSPECT_TIMEOUT": 0.05, "PROC_API_TOKEN": TOKEN})
+    app = make_flask_app(TOKEN, inspect_timeout=0.05)
     for status in S:
         seed(Precheck, status, age=500)
     seed(Upload, S.RUNNING, age=5)
