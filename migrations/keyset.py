@@ -80,6 +80,17 @@ def among(ids: list, selector: dict) -> dict:
     return {"_id": {"$in": list(ids)}, "$and": [selector]}
 
 
+def guarded(doc_id, selector: dict) -> dict:
+    """The filter of one document's write: its ``_id``, and still matching ``selector``.
+
+    ``_id`` equality is an ``_id`` index point lookup on mongod and on SecantusDB (which
+    scans the collection for ``_id $in`` combined with other conditions), and a store-key
+    lookup on the embedded database. The selector goes under ``$and`` so it may name
+    ``_id`` too.
+    """
+    return {"_id": doc_id, "$and": [selector]}
+
+
 def span(ids: list) -> dict:
     """A filter matching the ``_id`` range of one sorted batch: per bracket, first to last.
 

@@ -162,14 +162,15 @@ class Context:
     def rewrite(self, *, select: dict, backup, pipeline: list, rows: dict) -> None:
         """Migrate every document matching ``select``, batch by batch, in ``_id`` order.
 
-        Per batch: one sorted query finds the next ``batch_size`` ``_id``s (only the
-        ``_id``s: the embedded database copies every match of a sorted query before
-        applying its limit), one reads the ``backup`` fields of the documents among those
-        ``_id``s that still match ``select``, one insert stores them in the backup
-        collection, one pipeline ``update_many`` (same filter) rewrites them, then the
-        ledger records progress and the lock is renewed: six round trips. The batch
-        filter is ``_id $in`` the batch's ``_id``s plus ``select``: ``_id`` index lookups
-        on a real server, store-key lookups on the embedded database (``proc.embedded``).
+        Per batch: one sorted query reads the next ``batch_size`` documents still matching
+        ``select`` (their ``_id`` and ``backup`` fields), one insert stores those values in
+        the backup collection, one ``bulk_write`` rewrites them with the pipeline, one
+        ``UpdateOne`` per document filtered by its ``_id`` plus ``select``, then the ledger
+        records progress and the lock is renewed: five round trips. Each write's filter is
+        one ``_id`` equality (an ``_id`` index lookup on mongod and on SecantusDB, a store-key
+        lookup on the embedded database) guarded by ``select``, so a document a concurrent
+        writer changed since the read is not written. No filter mixes ``_id $in`` with the
+        selector: SecantusDB answers that shape with a collection scan per batch.
         ``rows`` (label -> filter) are counted in a dry run, which writes nothing.
         """
         self._selects.append(select)
@@ -178,27 +179,20 @@ class Context:
             return
         self._begin()
         self._backups.ensure_index()
-        projection = {f: 1 for f in backup}
+        projection = {"_id": 1, **{f: 1 for f in backup}}
         for name in self.collections:
             coll = self.collection(name)
             rep = self.report.collection(name)
             self._progress.start(f"{self.revision} {name}", coll.count_documents(select))
-            for keys in keyset.walk(coll, select, batch_size=self.batch_size, projection={"_id": 1}):
-                ids = [d["_id"] for d in keys]
-                in_batch = keyset.among(ids, select)
-                batch = list(coll.find(in_batch, projection))
+            for batch in keyset.walk(coll, select, batch_size=self.batch_size, projection=projection):
+                ids = [d["_id"] for d in batch]
                 self._backups.save([Backups.record(self.revision, name, self.run_id, d, backup)
                                     for d in batch])
-                result = coll.update_many(in_batch, pipeline)
+                result = coll.bulk_write([UpdateOne(keyset.guarded(i, select), pipeline)
+                                          for i in ids], ordered=False)
                 rep.matched += len(batch)
                 rep.migrated += result.modified_count
                 rep.skipped += max(0, len(batch) - result.modified_count)
-                if result.matched_count > len(batch):
-                    self.report.warnings.append(
-                        f"{name}: {result.matched_count - len(batch)} document(s) of a batch came to "
-                        f"match the selector between its backup and its update and were migrated "
-                        "without a backup (old code still writing?); a downgrade converts them by "
-                        "the inverse rule")
                 self._after_batch(name, rep, batch, ids[-1])
             self._progress.finish()
 

@@ -456,34 +456,40 @@ def test_keyset_walk_covers_mixed_id_types(database):
         assert sorted(map(k, walked)) == sorted(map(k, ids)) and len(walked) == len(ids)
 
 
-def test_batches_are_read_and_written_by_id_among_the_walked_ids_and_the_selector(database):
+def test_each_write_is_filtered_by_one_id_and_the_selector_and_skips_a_concurrent_change(database):
     from datetime import datetime
 
     ids = [None, -3, 2, 2.5, "a", "b", b"bin", ObjectId(), False, datetime(2021, 1, 1)]
     database.upload.insert_many([{"_id": i, "tasks": ["t"], "tasks_status": "CREATED"} for i in ids])
     database.upload.insert_one({"_id": "done", "process_status": "READY"})
-    batch = keyset.among(["a", "done", 2.5], {"tasks_status": "CREATED"})
-    assert batch == {"_id": {"$in": ["a", "done", 2.5]}, "$and": [{"tasks_status": "CREATED"}]}
-    assert {k(d["_id"]) for d in database.upload.find(batch)} == {k("a"), k(2.5)}
-    filters = []
-    original = type(database.upload).update_many
+    select = {"tasks_status": {"$in": ["CREATED", "SUCCESS", "FAILURE"]},
+              "tasks_status.0": {"$exists": False}}
+    assert keyset.guarded("a", {"x": 1}) == {"_id": "a", "$and": [{"x": 1}]}
+    writes, uses_in = [], []
+    original_bulk, original_many = type(database.upload).bulk_write, type(database.upload).update_many
 
-    def spy(self, filter, *args, **kwargs):
-        filters.append(filter)
-        return original(self, filter, *args, **kwargs)
+    def bulk_spy(self, requests, *args, **kwargs):
+        if not writes:  # another writer migrates 2 between the batch's read and its write
+            self.update_one({"_id": 2}, {"$set": {"process_status": "READY"},
+                                           "$unset": {"tasks": "", "tasks_status": ""}})
+        writes.append([r._filter for r in requests])
+        return original_bulk(self, requests, *args, **kwargs)
 
-    type(database.upload).update_many = spy
+    def many_spy(self, filter, *args, **kwargs):
+        uses_in.append(filter)
+        return original_many(self, filter, *args, **kwargs)
+
+    type(database.upload).bulk_write, type(database.upload).update_many = bulk_spy, many_spy
     try:
         result = command.upgrade(batch_size=3)
     finally:
-        type(database.upload).update_many = original
-    assert result.ok and result.reports[0].totals()["migrated"] == len(ids)
-    batches = [f for f in filters if "$in" in f.get("_id", {})]
-    assert len(batches) == 4 and all(f["$and"] == [{"tasks_status": {"$in": ["CREATED", "SUCCESS",
-                                                                           "FAILURE"]},
-                                                     "tasks_status.0": {"$exists": False}}]
-                                      for f in batches)
-    assert [k(i) for f in batches for i in f["_id"]["$in"]] == [k(i) for i in ids]  # BSON order
+        type(database.upload).bulk_write, type(database.upload).update_many = original_bulk, original_many
+    totals = result.reports[0].totals()
+    assert result.ok and totals["migrated"] == len(ids) - 1 and totals["skipped"] == 1
+    assert len(writes) == 4 and not uses_in  # one bulk_write per batch, no update_many
+    assert all(f == {"_id": f["_id"], "$and": [select]} for batch in writes for f in batch)
+    assert [k(f["_id"]) for batch in writes for f in batch] == [k(i) for i in ids]  # BSON order
+    assert database.upload.find_one({"_id": 2}) == {"_id": 2, "process_status": "READY"}
     entry = database[LEDGER].find_one({"_id": "0001"})
     assert entry["last_id"] == datetime(2021, 1, 1)  # the last _id walked
     assert database.upload.find_one({"_id": "done"}) == {"_id": "done", "process_status": "READY"}
