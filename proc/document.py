@@ -124,11 +124,20 @@ class Proc(Document):
 
         Inside a worker the write is folded into the heartbeat (at most one write per
         heartbeat interval); outside one it is written at once, only for this attempt.
+        Inside a worker, once the process was cancelled, raises ``ProcessCancelled``.
         """
         self._data["current_process_step"] = step
         if not heartbeat.touch(self, step):
             machine.update_fields(Attempt.of_doc(self), statuses=PROCESSING,
                                   fields={"current_process_step": step})
+
+    def cancel_requested(self) -> bool:
+        """Whether this attempt was cancelled: for a long loop that reports no step. Inside
+        the worker it asks the heartbeat (no database read); elsewhere it reads the document."""
+        beat = heartbeat.current()
+        if beat is not None and beat.attempt.id == self.pk and beat.attempt.number == self.attempt:
+            return beat.cancelled is not None
+        return heartbeat.cancelled_by(Attempt.of_doc(self)) is not None
 
     def warn(self, message: str) -> None:
         """Record a warning on this process (kept in ``warnings``, newest N)."""

@@ -52,3 +52,9 @@ class ProcessFailure(ProcError):
 
 class ProcessHealthy(ProcError):
     """An admin action that is only for stuck or failed processes was asked of a healthy one."""
+
+
+class ProcessCancelled(BaseException):
+    """Raised in a running process method by its next ``set_step()`` once the process was
+    cancelled. Derives from ``BaseException`` (as ``asyncio.CancelledError`` does) so that
+    ``except Exception`` in user code does not swallow it; ``finally`` blocks still run."""

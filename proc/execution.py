@@ -23,7 +23,7 @@ import traceback
 from bson import json_util
 
 from . import children, db, dispatch, heartbeat, machine, messaging, registry
-from .exceptions import ProcessFailure
+from .exceptions import ProcessCancelled, ProcessFailure
 from .machine import Attempt, Change
 from .status import PROCESSING, ProcessStatus as S
 from .timeutil import utcnow
@@ -58,6 +58,8 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
     errors: list[str] = []
     try:
         call()
+    except ProcessCancelled:
+        errors = ["cancelled"]  # the cancel already wrote FAILURE; the final write below misses
     except ProcessFailure as exc:
         errors = exc.errors
     except Exception as exc:
@@ -65,6 +67,9 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
         log.error("%s %s failed:\n%s", kind.name, doc.pk, traceback.format_exc())
     finally:
         heartbeat.stop(beat)
+    if beat.cancelled:
+        children.end(doc)
+        return _stopped(kind, attempt, beat.cancelled, host)
     spawned = children.end(doc)
     fields = beat.take_pending_fields()
     warnings: list[str] = []
@@ -74,7 +79,7 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
         after = machine.transition(attempt, "wait", Change(
             fields=fields, note="waiting for child processes", host=host), durable=True)
         if after is None:
-            return _superseded(kind, doc)
+            return _superseded(kind, doc, attempt, host)
         if not joining:
             dispatch.release_slot(kind, attempt)
         try_join(attempt)
@@ -90,7 +95,7 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
         fields=fields, errors=errors, warnings=warnings, note=note, host=host, sources=[S.RUNNING]),
         durable=True)
     if after is None:
-        return _superseded(kind, doc)
+        return _superseded(kind, doc, attempt, host)
     attempt_over(kind, attempt, slot=not joining)
     return after["process_status"]
 
@@ -147,7 +152,18 @@ def _refresh_for_join(kind, doc, attempt: Attempt) -> None:
         messaging.schedule_bucket(kind, fields["deadline"])
 
 
-def _superseded(kind, doc) -> str:
+def _stopped(kind, attempt: Attempt, cancelled: str, host: str) -> str:
+    """The code of a cancelled attempt has ended: say so, and when, in its history."""
+    log.warning("%s %s was %s; its code has stopped", kind.name, attempt, cancelled)
+    db.retrying(lambda: machine.mark(attempt, "stopped", note=f"the code stopped ({cancelled})",
+                                     host=host), f"recording the stop of {attempt}")
+    return "cancelled"
+
+
+def _superseded(kind, doc, attempt: Attempt, host: str) -> str:
+    cancelled = db.retrying(lambda: heartbeat.cancelled_by(attempt), f"reading {attempt}")
+    if cancelled:  # it ended before a beat saw the cancel
+        return _stopped(kind, attempt, cancelled, host)
     log.warning("%s %s attempt %s was superseded while it ran (recovered or cancelled); "
                 "its result is discarded", kind.name, doc.pk, doc.attempt)
     return "superseded"

@@ -7,6 +7,11 @@ heartbeating (the monitor notices); a method hung inside a live worker keeps
 heartbeating (``expected_duration`` guards that case). Writes are conditional on the
 attempt and RUNNING, so a superseded attempt's heartbeat changes nothing.
 
+A beat that finds its attempt no longer RUNNING reads the document once to tell a cancel
+(``proc.admin.cancel``) from a recovery by the monitor. After a cancel, the method's next
+``set_step()`` raises ``ProcessCancelled`` in its own thread (``doc.cancel_requested()``
+asks without writing a step); after a recovery the method runs on, its writes ignored.
+
 Each beat belongs to the worker (Celery node name) that runs it. A worker process that
 dies takes the heartbeat thread with it; an in-process worker that is torn down while
 its method is still blocked (tests) is "killed" with ``stop_worker(hostname)``, which
@@ -20,6 +25,7 @@ import threading
 import time
 
 from . import config, db, machine
+from .exceptions import ProcessCancelled
 from .status import ProcessStatus as S
 from .timeutil import utcnow
 
@@ -39,6 +45,8 @@ class Beat:
         self.last_write = time.monotonic()  # the RUNNING claim wrote the first heartbeat
         self.pending_step = _UNSET
         self.superseded = False
+        self.cancelled: str | None = None
+        """Who cancelled this attempt ("cancelled by ..."), once a beat found out."""
         self.failures = 0
         """Beats in a row that the database did not take (an outage)."""
         self.lock = threading.Lock()
@@ -77,13 +85,22 @@ class Beat:
                         self.attempt, self.failures)
             self.failures = 0
         if not matched:
-            self.superseded = True
-            log.warning("%s was superseded (no longer RUNNING at this attempt); "
-                        "its heartbeat writes change nothing", self.attempt)
+            first, self.superseded = not self.superseded, True
+            if first:  # one read, only after the first miss: a cancel, or a recovery?
+                try:
+                    self.cancelled = cancelled_by(self.attempt)
+                except db.OUTAGE_ERRORS:
+                    self.superseded = False  # ask again with the next beat
+                    return
+            log.warning("%s was %s (no longer RUNNING at this attempt); its heartbeat writes "
+                        "change nothing", self.attempt, self.cancelled or "superseded")
 
     def touch(self, step) -> None:
         """Record ``step`` for the heartbeat thread: written at once if the last write is an
-        interval old, else with the next beat. The method's thread never waits for the database."""
+        interval old, else with the next beat. The method's thread never waits for the database.
+        Raises ``ProcessCancelled`` once a beat found the attempt cancelled."""
+        if self.cancelled:
+            raise ProcessCancelled(self.cancelled)
         with self.lock:
             if self.stopped:
                 return
@@ -96,6 +113,19 @@ class Beat:
         with self.lock:
             step, self.pending_step = self.pending_step, _UNSET
         return {} if step is _UNSET else {"current_process_step": step}
+
+
+def cancelled_by(attempt: machine.Attempt) -> str | None:
+    """"cancelled by <actor>" if ``attempt`` was ended by a cancel, else None (one read)."""
+    raw = db.database()[attempt.collection].find_one(
+        {"_id": attempt.id}, {"attempt": 1, "process_status": 1, "history": {"$slice": -5}})
+    if not raw or raw.get("attempt") != attempt.number or raw.get("process_status") != S.FAILURE.value:
+        return None
+    for entry in reversed(raw.get("history") or []):
+        if entry.get("event") == "fail" and entry.get("attempt") == attempt.number:
+            note = entry.get("note") or ""
+            return note if note.startswith("cancelled by ") else None
+    return None
 
 
 _beats: dict[int, Beat] = {}

@@ -63,6 +63,24 @@ RULES: dict[str, Rule] = {
     )
 }
 
+@dataclass(frozen=True)
+class Mark:
+    """A history entry that is not a status change: something happened to an attempt while
+    its status stayed ``status``."""
+
+    event: str
+    status: S
+    doc: str = ""
+
+
+MARKS: dict[str, Mark] = {
+    m.event: m
+    for m in (
+        Mark("stopped", S.FAILURE,
+             "the code of a cancelled attempt has stopped running (its finally blocks ran)"),
+    )
+}
+
 #: Every allowed (from, to) pair.
 ALLOWED: frozenset = frozenset((src, r.target) for r in RULES.values() for src in r.sources)
 
@@ -326,4 +344,20 @@ def update_fields(attempt: Attempt, *, statuses: Iterable, fields: Mapping | Non
         return True
     query = {"_id": attempt.id, "attempt": attempt.number,
              "process_status": {"$in": sorted(S(s).value for s in statuses)}, **(guard or {})}
+    return _collection(attempt).update_one(query, update).matched_count == 1
+
+
+def mark(attempt: Attempt, event: str, *, note: str | None = None, host: str | None = None) -> bool:
+    """Append the non-status history entry ``event`` (``MARKS``) to ``attempt``'s document,
+    only while it is at that attempt in the mark's status. Returns whether it was written."""
+    try:
+        m = MARKS[event]
+    except KeyError:
+        raise IllegalTransition(f"unknown mark {event!r}; known: {sorted(MARKS)}") from None
+    entry = {"status": m.status.value, "event": event, "time": utcnow(), "attempt": attempt.number}
+    for name, value in (("host", host), ("note", note)):
+        if value:
+            entry[name] = value
+    query = {"_id": attempt.id, "attempt": attempt.number, "process_status": m.status.value}
+    update = {"$push": {"history": capped_push([entry], config.get().history_limit)}}
     return _collection(attempt).update_one(query, update).matched_count == 1
