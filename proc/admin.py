@@ -86,7 +86,9 @@ def redispatch(collection: str, id, *, by: str, force: bool = False) -> dict:
 
 
 def cancel(collection: str, id, *, by: str) -> dict:
-    """End a pending or running process as FAILURE "cancelled", revoking its Celery task."""
+    """End a pending or running process as FAILURE "cancelled", revoking its Celery task, and
+    its active children, and theirs (``cancel_subtree``). Running code learns of it with its
+    next heartbeat (``proc.heartbeat``)."""
     kind, cls, raw = load(collection, id)
     if raw.get("process_status") not in machine.RULES["fail"].sources:
         raise IllegalTransition(f"cannot cancel a process that is {raw.get('process_status')}")
@@ -96,10 +98,41 @@ def cancel(collection: str, id, *, by: str) -> dict:
         fetch=True)
     if after is None:
         raise TransitionConflict(f"{collection}/{id} changed while being cancelled; look again")
-    if raw.get("celery_task_id"):
+    task_ids = [raw["celery_task_id"]] if raw.get("celery_task_id") else []
+    task_ids += cancel_subtree(attempt, by=by)
+    if task_ids:
         try:
-            messaging.get_app().control.revoke(raw["celery_task_id"])
-        except Exception as exc:  # the attempt check already makes the message harmless
-            log.warning("could not revoke task %s: %s", raw["celery_task_id"], exc)
+            messaging.get_app().control.revoke(task_ids)
+        except Exception as exc:  # the attempt check already makes the messages harmless
+            log.warning("could not revoke %d task(s): %s", len(task_ids), exc)
     execution.attempt_over(kind, attempt)
     return after
+
+
+def cancel_subtree(root: Attempt, *, by: str) -> list[str]:
+    """Cancel the active descendants of the cancelled attempt ``root``: level by level, one
+    read and one conditional write per collection (and attempt number) that holds children
+    of the level. The parents' joins do not run. Returns the task ids to revoke."""
+    processing = sorted(s.value for s in machine.RULES["fail"].sources)
+    note = f"cancelled by {by}"
+    change = Change(errors=[f"{note} (with its parent)"], note=note, by=by, host=socket.gethostname())
+    keys, task_ids = [root.key], []
+    while keys:
+        level: list[str] = []
+        for cls in {c._get_collection_name(): c for c in registry.proc_classes()}.values():
+            coll = cls._get_collection()
+            found = list(coll.find({"parent_key": {"$in": keys}, "process_status": {"$in": processing}},
+                                   {"attempt": 1, "celery_task_id": 1, "current_process": 1, "parent": 1}))
+            by_number: dict[int, list] = {}
+            for child in found:
+                by_number.setdefault(child.get("attempt", 0), []).append(child)
+            for number, group in by_number.items():
+                if not machine.transition_many(coll.name, [c["_id"] for c in group], number, "fail", change):
+                    continue
+                for child in group:  # one that finished meanwhile: slot and check are gone already
+                    child_attempt = Attempt.of(coll.name, child)
+                    execution.attempt_over(registry.kind_of(cls, child), child_attempt, parent=False)
+                    level.append(child_attempt.key)
+                    task_ids += [child["celery_task_id"]] if child.get("celery_task_id") else []
+        keys = level
+    return task_ids

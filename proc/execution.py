@@ -100,13 +100,14 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
     return after["process_status"]
 
 
-def attempt_over(kind, attempt: Attempt, *, slot: bool = True) -> None:
+def attempt_over(kind, attempt: Attempt, *, slot: bool = True, parent: bool = True) -> None:
     """``attempt`` left its active state (finished, failed, reset, cancelled): give back its
     concurrency slot (``slot``) and let its parent join if it was the last child. ``kind`` may be None (no known process method)."""
     if kind is not None and slot:
         dispatch.release_slot(kind, attempt)
     # Its bucket's check will find it finished and do nothing: there is nothing to revoke.
-    notify_parent(Attempt.from_ref(attempt.parent))
+    if parent:  # not when the parent was cancelled with it (proc.admin.cancel_subtree)
+        notify_parent(Attempt.from_ref(attempt.parent))
 
 
 def notify_parent(parent: Attempt | None) -> None:

@@ -361,3 +361,35 @@ def mark(attempt: Attempt, event: str, *, note: str | None = None, host: str | N
     query = {"_id": attempt.id, "attempt": attempt.number, "process_status": m.status.value}
     update = {"$push": {"history": capped_push([entry], config.get().history_limit)}}
     return _collection(attempt).update_one(query, update).matched_count == 1
+
+
+def transition_many(collection: str, ids: Iterable, number: int, event: str,
+                    change: Change = NO_CHANGE) -> int:
+    """``transition`` for many documents of one collection at attempt ``number``, in one
+    conditional ``update_many`` (a cancelled parent's subtree). Not for new-attempt events.
+    Returns how many documents it changed; listeners hear of each of them."""
+    r = rule(event)
+    if r.new_attempt:
+        raise IllegalTransition(f"{event} begins a new attempt; use transition()")
+    src = _sources(r, change.sources)
+    settings, now, ids = config.get(), utcnow(), list(ids)
+    entry = {"status": r.target.value, "event": event, "time": now, "attempt": number}
+    for name, value in (("host", change.host), ("note", change.note), ("by", change.by)):
+        if value:
+            entry[name] = value
+    fields = {**change.fields, "process_status": r.target.value, "last_status_change": now}
+    if r.target in COMPLETED:
+        fields["complete_time"] = now
+    push = {"history": capped_push([entry], settings.history_limit)}
+    if change.errors:
+        push["errors"] = capped_push(str(e) for e in change.errors)
+    query = {"_id": {"$in": ids}, "attempt": number,
+             "process_status": {"$in": sorted(s.value for s in src)}, **(change.guard or {})}
+    coll = db.status_collection(db.database()[collection])
+    changed = coll.update_many(query, {"$set": fields, "$push": push}).modified_count
+    if changed:
+        for raw in coll.find({"_id": {"$in": ids}, "attempt": number, "history": {"$elemMatch": {
+                "event": event, "time": now, "attempt": number}}}, {"_id": 1}):
+            _notify(Transition(collection, raw["_id"], event, None, r.target, number, change.note,
+                               {"_id": raw["_id"], **fields, "attempt": number}))
+    return changed

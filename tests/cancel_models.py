@@ -6,10 +6,11 @@ import collections
 import threading
 import time
 
-from mongoengine import FloatField, StringField
+from mongoengine import FloatField, IntField, StringField
 
 from proc import Proc, process
 
+joins: collections.Counter = collections.Counter()
 runs: collections.Counter = collections.Counter()
 finals: collections.Counter = collections.Counter()
 stopped_at: dict[str, float] = {}
@@ -48,3 +49,26 @@ class Looper(Proc):
         finally:
             stopped_at[key] = time.monotonic()
             _count(finals, key)
+
+
+class Branch(Proc):
+    """Starts ``width`` Loopers (or, at depth > 0, Branches) and waits for them."""
+
+    meta = {"collection": "test_branch"}
+    depth = IntField(default=0)
+    width = IntField(default=2)
+
+    @process(join="finish")
+    def grow(self):
+        for _ in range(self.width):
+            if self.depth:
+                child = Branch(depth=self.depth - 1, width=self.width)
+                child.save()
+                self.spawn(child.grow)
+            else:
+                child = Looper()
+                child.save()
+                self.spawn(child.loop)
+
+    def finish(self):
+        _count(joins, str(self.pk))

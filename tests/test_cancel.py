@@ -9,7 +9,7 @@ import time
 import pytest
 
 import cancel_models as cm
-from cancel_models import Looper
+from cancel_models import Branch, Looper
 from proc import ProcessCancelled, admin, config, machine
 from proc.status import ProcessStatus as S
 from support import wait_for
@@ -81,3 +81,37 @@ def test_cancel_requested_outside_the_worker_reads_the_document():
     admin.cancel(coll, doc.pk, by="tester")
     assert doc.cancel_requested()
     assert doc.reload().process_status == S.FAILURE.value
+
+
+def test_cancelling_a_parent_cancels_its_children_and_grandchildren_and_no_join_runs(worker):
+    root = Branch(depth=1, width=2)
+    root.save()
+    root.grow()
+    wait_for(lambda: Looper.objects(process_status="RUNNING").count() == 4, timeout=20,
+             message="the four grandchildren to run")
+    branches = list(Branch.objects(depth=0))
+    loopers = list(Looper.objects())
+    assert root.reload_status().process_status == "WAITING_FOR_RESULT"
+    admin.cancel("test_branch", root.pk, by="tester")
+    for doc in [root, *branches, *loopers]:
+        doc.reload()
+        assert doc.process_status == "FAILURE", doc.describe()
+        assert doc.history[-1]["by"] == "tester" or doc.history[-1]["event"] == "stopped"
+    for looper in loopers:  # their code learns of it and stops
+        wait_for(lambda looper=looper: str(looper.pk) in cm.stopped_at, timeout=10, message="a grandchild to stop")
+        assert cm.runs[str(looper.pk)] == 1 and cm.finals[str(looper.pk)] == 1
+        wait_for(lambda looper=looper: looper.reload().history[-1]["event"] == "stopped", timeout=10,
+                 message="its stopped entry")
+        assert looper.errors == ["cancelled by tester (with its parent)"]
+    assert sum(cm.joins.values()) == 0
+    assert all(d.reload().process_status == "FAILURE" for d in [root, *branches])
+
+
+@pytest.mark.parametrize("status", [S.READY, S.SUCCESS, S.FAILURE])
+def test_cancelling_a_process_that_is_not_active_answers_409_naming_its_status(status):
+    from api_seed import Precheck, make_flask_app, seed
+
+    pk = seed(Precheck, status)
+    response = make_flask_app().test_client().post(f"/api/procs/precheck/{pk}/cancel", headers={"X-Proc-Request": "1"})
+    assert response.status_code == 409
+    assert response.get_json()["error"] == f"cannot cancel a process that is {status.value}"
