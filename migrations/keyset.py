@@ -85,10 +85,13 @@ def guarded(doc_id, selector: dict) -> dict:
 
     ``_id`` equality is an ``_id`` index point lookup on mongod and on SecantusDB (which
     scans the collection for ``_id $in`` combined with other conditions), and a store-key
-    lookup on the embedded database. The selector goes under ``$and`` so it may name
-    ``_id`` too.
+    lookup on the embedded database. The selector's conditions sit beside ``_id`` at the
+    top level (SecantusDB scans for ``{_id, $and: [...]}``); only a selector that names
+    ``_id`` itself goes under ``$and``.
     """
-    return {"_id": doc_id, "$and": [selector]}
+    if "_id" in selector:
+        return {"_id": doc_id, "$and": [selector]}
+    return {"_id": doc_id, **selector}
 
 
 def span(ids: list) -> dict:

@@ -464,7 +464,8 @@ def test_each_write_is_filtered_by_one_id_and_the_selector_and_skips_a_concurren
     database.upload.insert_one({"_id": "done", "process_status": "READY"})
     select = {"tasks_status": {"$in": ["CREATED", "SUCCESS", "FAILURE"]},
               "tasks_status.0": {"$exists": False}}
-    assert keyset.guarded("a", {"x": 1}) == {"_id": "a", "$and": [{"x": 1}]}
+    assert keyset.guarded("a", {"x": 1}) == {"_id": "a", "x": 1}
+    assert keyset.guarded("a", {"_id": 1}) == {"_id": "a", "$and": [{"_id": 1}]}
     writes, uses_in = [], []
     original_bulk, original_many = type(database.upload).bulk_write, type(database.upload).update_many
 
@@ -487,7 +488,7 @@ def test_each_write_is_filtered_by_one_id_and_the_selector_and_skips_a_concurren
     totals = result.reports[0].totals()
     assert result.ok and totals["migrated"] == len(ids) - 1 and totals["skipped"] == 1
     assert len(writes) == 4 and not uses_in  # one bulk_write per batch, no update_many
-    assert all(f == {"_id": f["_id"], "$and": [select]} for batch in writes for f in batch)
+    assert all(f == {"_id": f["_id"], **select} for batch in writes for f in batch)
     assert [k(f["_id"]) for batch in writes for f in batch] == [k(i) for i in ids]  # BSON order
     assert database.upload.find_one({"_id": 2}) == {"_id": 2, "process_status": "READY"}
     entry = database[LEDGER].find_one({"_id": "0001"})
