@@ -17,9 +17,8 @@ Round trips: on the embedded tier every mongomock collection method that would b
 request to a real server (reads, writes, counts, index creation), timed by outermost call
 (a find's time is when its cursor is read); on the real tier the commands pymongo sent
 (``getMore`` included), timed by the driver. The time by kind shows where the datafix's time
-goes. The real tier's default size is smaller: SecantusDB evaluates the batch filter
-(``_id $in`` the batch's ids plus the selector) by scanning the collection and comparing
-each document with the listed ids (see docs/database-tiers.md).
+goes. Each batch is written by one ``bulk_write`` of ``UpdateOne({_id, ...selector})``,
+a shape SecantusDB serves from its ``_id`` index (``_id $in`` plus the selector it scanned).
 """
 from __future__ import annotations
 
