@@ -115,3 +115,20 @@ def test_cancelling_a_process_that_is_not_active_answers_409_naming_its_status(s
     response = make_flask_app().test_client().post(f"/api/procs/precheck/{pk}/cancel", headers={"X-Proc-Request": "1"})
     assert response.status_code == 409
     assert response.get_json()["error"] == f"cannot cancel a process that is {status.value}"
+
+
+def test_the_demo_report_cancelled_while_it_runs_stops_and_keeps_the_pages_it_did(worker, monkeypatch):
+    from proc.demo import models
+
+    monkeypatch.setitem(models.PACE, "seconds", 0.1)
+    report = models.Report(name="r", pages=200)
+    report.save()
+    report.build()
+    def page() -> int:
+        step = report.reload_status().current_process_step or ""
+        return int(step.split()[1].split("/")[0]) if step.startswith("page ") else 0
+
+    wait_for(lambda: page() >= 3, timeout=15, message="the report to run")
+    admin.cancel("report", report.pk, by="tester")
+    wait_for(lambda: report.reload().history[-1]["event"] == "stopped", timeout=10, message="the stop")
+    assert report.process_status == "FAILURE" and 3 <= report.pages_done < 200

@@ -92,3 +92,23 @@ class Project(Proc):
     def summarise(self):
         passed = Precheck.objects(project_id=str(self.pk), result="pass").count()
         self.set_step(f"{passed}/{len(self.checks)} prechecks passed")
+
+
+class Report(Proc):
+    """A long report whose steps report progress in a loop: cancel it from its page while
+    it runs and watch it stop (its next ``set_step`` raises ``ProcessCancelled``)."""
+
+    meta = {"collection": "report"}
+    name = StringField(required=True)
+    pages = IntField(default=20)
+    pages_done = IntField(default=0)
+
+    @process(expected_duration=600)
+    def build(self):
+        try:
+            for page in range(1, self.pages + 1):
+                self.set_step(f"page {page}/{self.pages} (cancel me from the page)")
+                _work()
+                self.pages_done = page
+        finally:  # runs after a cancel too
+            self.save()

@@ -47,16 +47,16 @@ def counts_per_status() -> dict[str, int]:
     return counts
 
 
-def run_demo(*, uploads: int = 3, projects: int = 1, pace: float = 1.5, port: int = 5000,
-             host: str = "127.0.0.1", serve: bool = True, linger: float = 0.0, concurrency: int = 3,
-             out=None) -> dict:
+def run_demo(*, uploads: int = 3, projects: int = 1, reports: int = 1, pace: float = 1.5,
+             port: int = 5000, host: str = "127.0.0.1", serve: bool = True, linger: float = 0.0,
+             concurrency: int = 3, out=None) -> dict:
     """Run the demo; returns the final counts per status.
 
     The worker has fewer threads (``concurrency``) than there is work at once, so messages
     wait DISPATCHED in the queue for a free worker, and the prechecks wait PENDING for a
     slot of their limit: every box of the status page gets its turn.
     """
-    from .models import PACE, Project, Upload
+    from .models import PACE, Project, Report, Upload
 
     out = out or sys.stdout
     settings = config.get()
@@ -82,7 +82,7 @@ def run_demo(*, uploads: int = 3, projects: int = 1, pace: float = 1.5, port: in
     machine.listeners.append(show)
     try:
         with serve_status_page(host, port) if serve else contextlib.nullcontext(None) as url, \
-                in_process_worker(app, concurrency=concurrency):
+                in_process_worker(app, concurrency=concurrency + reports):
             if url:
                 out.write(f"status page: {url}\n")
             out.write(f"database {settings.mongodb_uri}, broker {app.conf.broker_url} (in-process worker)\n")
@@ -96,8 +96,14 @@ def run_demo(*, uploads: int = 3, projects: int = 1, pace: float = 1.5, port: in
                 project = Project(name=f"project-{i + 1}")
                 project.save()
                 docs.append(project)
+            for i in range(reports):
+                report = Report(name=f"report-{i + 1}")
+                report.save()
+                docs.append(report)
             for doc in docs:
-                if isinstance(doc, Upload):
+                if isinstance(doc, Report):
+                    doc.build()
+                elif isinstance(doc, Upload):
                     doc.process_upload()
                 else:
                     doc.run_prechecks()
