@@ -12,7 +12,7 @@ with one warning per failed child when the kind sets ``tolerate_child_failures=T
 """
 from __future__ import annotations
 
-from . import db, registry
+from . import db, moved, registry
 from .machine import Attempt
 from .status import ProcessStatus as S
 
@@ -75,17 +75,5 @@ def outcome(kind, doc) -> tuple[list[str], list[str]]:
         return [], [summary]
     return [summary], []
 
-
-#: Names that moved in the redesign: still importable from here for one release, with a warning.
-_MOVED = {'try_join': ('execution', 'try_join'), 'notify_parent': ('execution', 'notify_parent'), 'spawn': ('dispatch', 'spawn')}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        module, new = _MOVED[name]
-        warnings.warn(f"{__name__}.{name} moved to proc.{module}.{new}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(f"proc.{module}"), new)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: Names that moved in the redesign: importable from here for one release, with a warning.
+__getattr__ = moved.names(__name__, {'try_join': ('execution', 'try_join'), 'notify_parent': ('execution', 'notify_parent'), 'spawn': ('dispatch', 'spawn')})

@@ -24,7 +24,7 @@ import socket
 import uuid
 from datetime import timedelta
 
-from . import children, db, limits, machine, messaging, registry
+from . import children, db, limits, machine, messaging, moved, registry
 from .exceptions import BrokerUnavailable, ProcessAlreadyRunning, ProcError
 from .machine import Attempt, Change
 from .status import PROCESSING, ProcessStatus as S
@@ -239,17 +239,5 @@ def redispatch(kind, raw: dict, *, note: str, by: str | None = None, warnings=()
         return coll.find_one({"_id": raw["_id"]})
     return sent or coll.find_one({"_id": raw["_id"]})
 
-
-#: Names that moved in the redesign: still importable from here for one release, with a warning.
-_MOVED = {'publish': ('messaging', 'publish'), 'attempt_over': ('execution', 'attempt_over'), 'TASK_NAME': ('names', 'RUN_TASK')}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        module, new = _MOVED[name]
-        warnings.warn(f"{__name__}.{name} moved to proc.{module}.{new}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(f"proc.{module}"), new)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: Names that moved in the redesign: importable from here for one release, with a warning.
+__getattr__ = moved.names(__name__, {'publish': ('messaging', 'publish'), 'attempt_over': ('execution', 'attempt_over'), 'TASK_NAME': ('names', 'RUN_TASK')})

@@ -66,10 +66,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
-from . import db, dispatch, execution, limits, machine, messaging, registry, stuck
+from . import db, dispatch, execution, limits, machine, messaging, moved, recoveries, registry, stuck
 from .exceptions import BrokerUnavailable, UnknownKind
 from .machine import Attempt, Change
 from .names import CHECK_TASK, SWEEP_TASK  # noqa: F401  (the monitor's task names, defined in proc.names)
+from .recoveries import RECOVERIES, RECOVERY_RECORD_TTL, ensure_indexes, recent_recoveries  # noqa: F401
 from .status import PROCESSING_VALUES, ProcessStatus as S
 from .timeutil import utcnow
 
@@ -78,10 +79,6 @@ log = logging.getLogger(__name__)
 #: Seconds between two sweeps by default (``PROC_SWEEP_INTERVAL`` sets it).
 DEFAULT_SWEEP_INTERVAL = 60.0
 
-#: Where recoveries are recorded for the check-status page (the process itself is the truth).
-RECOVERIES = "proc_recoveries"
-#: A recovery record is kept this long on a real server (TTL index on ``time``).
-RECOVERY_RECORD_TTL = 7 * 24 * 3600
 
 BY = "monitor"
 
@@ -329,28 +326,9 @@ def _done(item: stuck.Stuck, outcome: Outcome, *, record: bool | None = None) ->
 
 
 def _record(item: stuck.Stuck, outcome: Outcome) -> None:
-    try:
-        coll = db.database()[RECOVERIES]
-        coll.insert_one({"time": utcnow(), "collection": item.collection, "id": item.id,
-                         "kind": item.kind.name, "status": item.status, "attempt": item.attempt,
-                         "reason": item.reason, "detail": outcome.detail, "action": outcome.action})
-    except Exception:  # the record is for the page; the process document already says it
-        log.exception("could not record the recovery of %s %s", item.kind.name, item.id)
-
-
-def ensure_indexes() -> None:
-    """The index of ``proc_recoveries`` (newest first; expire after RECOVERY_RECORD_TTL)."""
-    db.database()[RECOVERIES].create_index("time", expireAfterSeconds=RECOVERY_RECORD_TTL)
-
-
-def recent_recoveries(limit: int = 50, *, since: datetime | None = None) -> list[dict]:
-    """The newest recoveries and alerts (at most ``limit``, none before ``since``), newest first.
-
-    One query on the ``time`` index (for the check-status page).
-    """
-    coll = db.database()[RECOVERIES]
-    query = {} if since is None else {"time": {"$gte": since}}
-    return list(coll.find(query, {"_id": 0}).sort("time", -1).limit(limit))
+    recoveries.record(collection=item.collection, id=item.id, kind=item.kind.name, status=item.status,
+                      attempt=item.attempt, reason=item.reason, detail=outcome.detail,
+                      action=outcome.action)
 
 
 # -- the sweep ------------------------------------------------------------------------------
@@ -412,17 +390,5 @@ def sweep(now: datetime | None = None, *, collections=None, limit: int = 1000) -
     report.seconds = time.perf_counter() - t0
     return report
 
-
-#: Names that moved in the redesign: still importable from here for one release, with a warning.
-_MOVED = {'schedule': ('messaging', 'schedule_check'), 'monitor_task_id': ('messaging', 'check_task_id')}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        module, new = _MOVED[name]
-        warnings.warn(f"{__name__}.{name} moved to proc.{module}.{new}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(f"proc.{module}"), new)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: Names that moved in the redesign: importable from here for one release, with a warning.
+__getattr__ = moved.names(__name__, {'schedule': ('messaging', 'schedule_check'), 'monitor_task_id': ('messaging', 'check_task_id')})
