@@ -146,8 +146,14 @@ def send(kind, raw: dict, *, have_slot: bool = False, note: str | None = None,
         fields["current_process_step"] = None
     after = machine.transition(attempt, "dispatched", Change(fields=fields, note=note, by=by))
     if after is None:
-        # A worker overtook the write: the attempt still needs its deadline.
-        machine.update_fields(attempt, statuses=PROCESSING, fields={"deadline": due}, guard={"deadline": None})
+        # A worker overtook the write: the attempt still needs its deadline. Or the attempt is
+        # not active any more (another pump sent it and it finished between our read and our
+        # slot): then the slot just taken belongs to nobody and is given back.
+        still_active = machine.update_fields(attempt, statuses=PROCESSING, fields={"deadline": due})
+        if not still_active:
+            if limit:
+                limits.release(kind.name, attempt.key)
+            return None
     if kind.settings.monitor_checks:
         messaging.schedule_bucket(kind, due)
     return after
