@@ -8,8 +8,11 @@ import logging
 
 import click
 
+from migrations.cli import datafix
+
 from .. import config, db
 from ..exceptions import ConfigurationError, DatabaseUnavailable
+from . import admin, demo, monitor, serve, shell, standalone, worker
 
 
 class ProcGroup(click.Group):
@@ -38,13 +41,14 @@ def cli(uri, verbose):
         config.configure(mongodb_uri=uri)
 
 
-from migrations.cli import datafix  # noqa: E402  (the commands below build on the group above)
-
-from . import admin, demo, monitor, serve, shell, standalone, worker  # noqa: E402
-
-for command in (demo.demo, shell.shell, worker.worker, standalone.standalone, serve.serve,
-                monitor.monitor, datafix, admin.admin):
-    cli.add_command(command)
+cli.add_command(demo.demo)
+cli.add_command(shell.shell)
+cli.add_command(worker.worker)
+cli.add_command(standalone.standalone)
+cli.add_command(serve.serve)
+cli.add_command(monitor.monitor)
+cli.add_command(datafix)
+cli.add_command(admin.admin)
 
 
 def main() -> None:

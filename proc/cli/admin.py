@@ -7,6 +7,7 @@ from __future__ import annotations
 import getpass
 
 import click
+
 from .. import admin as actions, db, registry
 from ..admin import parse_id
 from ..exceptions import IllegalTransition, ProcError, ProcessHealthy, TransitionConflict, UnknownKind
