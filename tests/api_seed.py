@@ -1,4 +1,5 @@
-"""Seeded processes and Flask fixtures for the API, page and benchmark tests.
+"""Seeded processes and credentials for the API, page and schemathesis tests (the Flask test
+app: ``support.make_flask_app``).
 
 Seeding writes documents straight into the database (as another process's transitions
 would land there), so every status, age and field can be set exactly.
@@ -8,13 +9,10 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-import pytest
-
-from support import make_flask_app
-
 from proc.demo.models import Entry, Precheck, Project, Upload
 from proc.status import ProcessStatus as S
 from proc.timeutil import utcnow
+from support import make_flask_app  # noqa: F401  (re-exported: tests/test_cancel.py imports it from here)
 
 TOKEN = "t0ken-for-tests"
 
@@ -59,26 +57,6 @@ def seed_every_status() -> dict:
         seed(Upload, status, age=5)
         expected[status.value] = 3
     return expected
-
-
-@pytest.fixture
-def flask_app():
-    return make_flask_app()
-
-
-@pytest.fixture
-def client(flask_app):
-    return flask_app.test_client()
-
-
-@pytest.fixture
-def secured_app():
-    return make_flask_app(TOKEN)
-
-
-@pytest.fixture
-def secured(secured_app):
-    return secured_app.test_client()
 
 
 def bearer(token: str = TOKEN) -> dict:

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from bson import ObjectId
 
-from api_seed import TOKEN, basic, bearer, client, flask_app, secured, secured_app, seed, seed_every_status  # noqa: F401
+from api_seed import TOKEN, basic, bearer, seed, seed_every_status
 from proc import messaging, config, limits, registry
 from support import CommandCounter, make_flask_app
 from proc.demo.models import Entry, Precheck, Upload
@@ -14,6 +14,22 @@ from proc.status import LIFECYCLE, ProcessStatus as S
 from proc.timeutil import utcnow
 
 ORDER = [s.value for s in LIFECYCLE]
+
+
+@pytest.fixture
+def flask_app():
+    return make_flask_app()
+
+
+@pytest.fixture
+def client(flask_app):
+    return flask_app.test_client()
+
+
+@pytest.fixture
+def secured():
+    """A client of the app with ``PROC_API_TOKEN`` set (``api_seed.TOKEN``)."""
+    return make_flask_app(TOKEN).test_client()
 
 
 def test_every_status_is_present_in_lifecycle_order_even_with_no_process(client):
@@ -219,7 +235,6 @@ def test_without_a_token_routes_are_open_and_health_and_metrics_never_need_one(c
 
 
 def test_no_credentials_in_any_page_or_response(monkeypatch):
-
     config.configure(mongodb_uri="mongomock://dbuser:db-s3cret@localhost/proc_test")
     broken = messaging.make_app(config.Settings(**{**config.get().__dict__,
                                                     "broker_url": "redis://:br0ker-s3cret@127.0.0.1:9/0",
@@ -293,11 +308,10 @@ def test_create_app_serves_the_embedded_database_but_the_separate_server_entry_p
     import importlib
     import sys
 
-    from api import create_app
     from proc.exceptions import ConfigurationError
 
     config.configure(mongodb_uri=config.EMBEDDED_MONGODB_URI)
-    assert create_app({"TESTING": True}).test_client().get("/healthz").status_code == 200
+    assert make_flask_app().test_client().get("/healthz").status_code == 200
     sys.modules.pop("api.wsgi", None)
     with pytest.raises(ConfigurationError, match="embedded database"):
         importlib.import_module("api.wsgi")

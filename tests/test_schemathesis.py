@@ -36,7 +36,6 @@ def run(operation, mode, *, path_parameters=None, examples=15):
 
 
 def test_api_answers_every_generated_request_without_a_server_error():
-
     app = make_flask_app(TOKEN, inspect_timeout=0.05)
     for status in S:
         seed(Precheck, status, age=500)
