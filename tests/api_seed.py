@@ -12,7 +12,6 @@ from datetime import timedelta
 from proc.demo.models import Entry, Precheck, Project, Upload
 from proc.status import ProcessStatus as S
 from proc.timeutil import utcnow
-from support import make_flask_app  # noqa: F401  (re-exported: tests/test_cancel.py imports it from here)
 
 TOKEN = "t0ken-for-tests"
 

@@ -126,6 +126,25 @@ def database():
 
 
 @pytest.fixture
+def flask_app():
+    """The HTTP app (``api.create_app``) as the tests build it, without a token."""
+    return support.make_flask_app()
+
+
+@pytest.fixture
+def client(flask_app):
+    return flask_app.test_client()
+
+
+@pytest.fixture
+def secured():
+    """A client of the app with ``PROC_API_TOKEN`` set (``api_seed.TOKEN``)."""
+    from api_seed import TOKEN
+
+    return support.make_flask_app(TOKEN).test_client()
+
+
+@pytest.fixture
 def database_uri(database):
     """The URI of this test's database, for processes of their own (real tier)."""
     return support.database_uri(database.name)

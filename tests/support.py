@@ -207,6 +207,8 @@ def forks_of_this_process() -> list[int]:
     me = os.getpid()
     with open(f"/proc/{me}/cmdline", "rb") as f:
         mine = f.read()
+    with open(f"/proc/{me}/environ", "rb") as f:
+        my_env = f.read()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
@@ -215,9 +217,7 @@ def forks_of_this_process() -> list[int]:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 if f.read() == mine and alive(int(entry)):
                     with open(f"/proc/{entry}/environ", "rb") as e:
-                        env = e.read()
-                    with open(f"/proc/{me}/environ", "rb") as e:
-                        if env == e.read():
+                        if e.read() == my_env:
                             found.append(int(entry))
         except OSError:
             continue

@@ -16,22 +16,6 @@ from proc.timeutil import utcnow
 ORDER = [s.value for s in LIFECYCLE]
 
 
-@pytest.fixture
-def flask_app():
-    return make_flask_app()
-
-
-@pytest.fixture
-def client(flask_app):
-    return flask_app.test_client()
-
-
-@pytest.fixture
-def secured():
-    """A client of the app with ``PROC_API_TOKEN`` set (``api_seed.TOKEN``)."""
-    return make_flask_app(TOKEN).test_client()
-
-
 def test_every_status_is_present_in_lifecycle_order_even_with_no_process(client):
     body = client.get("/api/status").get_json()
     assert list(body["counts"]) == ORDER

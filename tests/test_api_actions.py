@@ -12,25 +12,9 @@ from proc.cli import cli
 from proc.demo.models import Precheck, Upload
 from proc.status import ProcessStatus as S
 from proc.timeutil import utcnow
-from support import make_flask_app, wait_for
+from support import wait_for
 
 PAGE = {"X-Proc-Request": "1"}
-
-
-@pytest.fixture
-def flask_app():
-    return make_flask_app()
-
-
-@pytest.fixture
-def client(flask_app):
-    return flask_app.test_client()
-
-
-@pytest.fixture
-def secured():
-    """A client of the app with ``PROC_API_TOKEN`` set (``api_seed.TOKEN``)."""
-    return make_flask_app(TOKEN).test_client()
 
 
 def raw(cls, pk):

@@ -109,7 +109,9 @@ def test_cancelling_a_parent_cancels_its_children_and_grandchildren_and_no_join_
 
 @pytest.mark.parametrize("status", [S.READY, S.SUCCESS, S.FAILURE])
 def test_cancelling_a_process_that_is_not_active_answers_409_naming_its_status(status):
-    from api_seed import Precheck, make_flask_app, seed
+    from api_seed import seed
+    from proc.demo.models import Precheck
+    from support import make_flask_app
 
     pk = seed(Precheck, status)
     response = make_flask_app().test_client().post(f"/api/procs/precheck/{pk}/cancel", headers={"X-Proc-Request": "1"})
