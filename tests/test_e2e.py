@@ -500,3 +500,27 @@ def test_workers_and_servers_refuse_documents_in_the_old_shape_naming_the_datafi
     status = subprocess.run([venv_bin("procctl"), "datafix", "status"], env=env, capture_output=True,
                             text=True, timeout=60, cwd=support.PROJECT_DIR)
     assert "e2e_job" in status.stdout and "0001" in status.stdout, status.stdout + status.stderr
+
+
+def test_the_datafix_commands_run_as_the_readme_gives_them(database, database_uri):
+    coll = database["e2e_job"]
+    doc_id = ObjectId()
+    coll.insert_one({"_id": doc_id, "tasks": ["run"], "current_task": "run", "tasks_status": "SUCCESS"})
+    env = {**os.environ, "MONGODB_URI": database_uri, "PROC_MODELS": "e2e_models", "PYTHONPATH": TESTS_DIR}
+
+    def datafix(*args):
+        return subprocess.run([venv_bin("procctl"), "datafix", *args], env=env, capture_output=True,
+                              text=True, timeout=120, cwd=support.PROJECT_DIR)
+
+    dry = datafix("upgrade", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert coll.find_one({"_id": doc_id})["tasks_status"] == "SUCCESS"  # a dry run writes nothing
+    assert datafix("verify").returncode == 1  # still in the old shape
+    done = datafix("upgrade", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    migrated = coll.find_one({"_id": doc_id})
+    assert migrated["process_status"] == "SUCCESS" and "tasks_status" not in migrated
+    assert datafix("verify").returncode == 0
+    back = datafix("downgrade", "--yes")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert coll.find_one({"_id": doc_id})["tasks_status"] == "SUCCESS"
