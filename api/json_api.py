@@ -56,17 +56,29 @@ def proc_detail(collection, id):
 def proc_action(collection, id, action):
     if action not in ACTIONS:
         raise ApiError(404, f"unknown action {action!r}; actions: {', '.join(ACTIONS)}", "action")
+    if action == "cancel":
+        kwargs = {"terminate": flag("terminate", False)}
+    elif request.args.get("terminate") not in (None, ""):
+        raise bad_parameter("terminate", "terminate applies to cancel only; reset and redispatch "
+                                         "take force")
+    else:
+        kwargs = {"force": flag("force", False)}
     cls, raw = queries.find_proc(collection, id)
-    kwargs = {} if action == "cancel" else {"force": flag("force", False)}
     try:
-        ACTIONS[action](collection, raw["_id"], by=g.actor, **kwargs)
+        if action == "cancel":
+            stops = admin.cancel_process(collection, raw["_id"], by=g.actor, **kwargs).stops
+        else:
+            ACTIONS[action](collection, raw["_id"], by=g.actor, **kwargs)
     except (ProcessHealthy, IllegalTransition, TransitionConflict) as exc:
         raise ApiError(409, str(exc)) from None
     except (UnknownKind, LookupError) as exc:
         raise ApiError(404, str(exc)) from None
     except ProcError as exc:
         raise ApiError(409, str(exc)) from None
-    return jsonify({"action": action, "by": g.actor, "process": queries.detail(collection, id)})
+    answer = {"action": action, "by": g.actor, "process": queries.detail(collection, id)}
+    if action == "cancel" and kwargs["terminate"]:  # accepted: the stop happens later, on a worker
+        return jsonify({**answer, "terminate": [plan.to_dict() for plan in stops]}), 202
+    return jsonify(answer)
 
 
 @bp.get("/openapi.json")

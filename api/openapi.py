@@ -38,11 +38,19 @@ def _action(summary: str, description: str, *, force: bool) -> dict:
     if force:
         params.append({"name": "force", "in": "query", "required": False, "schema": {"type": "boolean"},
                        "description": "Act on a healthy running process too (default false)."})
+    else:
+        params.append({"name": "terminate", "in": "query", "required": False, "schema": {"type": "boolean"},
+                       "description": "Also stop code that does not stop on its own: after PROC_CANCEL_GRACE "
+                                      "seconds its prefork pool process is terminated (default false). "
+                                      "Answers 202 with what will happen to each cancelled attempt."})
+    accepted = {} if force else {"202": _json(_ref("CancelAccepted"), "Cancelled; the forced stop of "
+                                              "each attempt that ran is planned as `terminate` says.")}
     return {"post": {
         "summary": summary, "description": description, "parameters": params,
         "responses": {
             "200": _json(_ref("ActionResult"), "Done; the process as it is now."),
-            "400": _error("A parameter is malformed (`id`, `force`)."),
+            **accepted,
+            "400": _error("A parameter is malformed (`id`, `force`, `terminate`)."),
             "401": _UNAUTHORIZED,
             "403": _error("Cross-site request refused, or neither a bearer token nor X-Proc-Request was sent."),
             "404": _error("Unknown collection or no such process."),
@@ -228,4 +236,15 @@ def _schemas() -> dict:
         "ActionResult": {"type": "object", "required": ["action", "by", "process"],
                          "properties": {"action": {"type": "string"}, "by": {"type": "string"},
                                         "process": _ref("ProcDetail")}},
+        "CancelAccepted": {"type": "object", "required": ["action", "by", "process", "terminate"],
+                           "properties": {"action": {"type": "string"}, "by": {"type": "string"},
+                                          "process": _ref("ProcDetail"),
+                                          "terminate": {"type": "array", "items": _ref("StopPlan")}}},
+        "StopPlan": {"type": "object", "required": ["collection", "id", "attempt", "outcome", "detail"],
+                     "properties": {
+                         "collection": {"type": "string"}, "id": {"type": "string"},
+                         "attempt": {"type": "integer"},
+                         "outcome": {"type": "string", "enum": ["scheduled", "cannot", "not_running", "not_sent"]},
+                         "detail": {"type": "string"}, "pool": _NULLABLE_STRING,
+                         "after_seconds": {"type": "number", "nullable": True}}},
     }

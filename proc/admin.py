@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import socket
+from dataclasses import dataclass, field
 
 from mongoengine.errors import ValidationError
 
 from . import dispatch, execution, limits, machine, messaging, registry, stuck
+from . import terminate as stopping
 from .exceptions import IllegalTransition, ProcError, ProcessHealthy, TransitionConflict
 from .machine import Attempt, Change
 from .status import ProcessStatus as S
@@ -85,10 +87,26 @@ def redispatch(collection: str, id, *, by: str, force: bool = False) -> dict:
     return after
 
 
-def cancel(collection: str, id, *, by: str) -> dict:
+@dataclass(frozen=True)
+class Cancelled:
+    """What a cancel did: the process after it, and the forced stops it planned (``terminate``)."""
+
+    after: dict
+    stops: list = field(default_factory=list)
+    """One ``proc.terminate.Plan`` per attempt it ended (the process and its subtree), if asked."""
+
+
+def cancel(collection: str, id, *, by: str, terminate: bool = False) -> dict:
+    """End a pending or running process as FAILURE "cancelled" (``cancel_process``); returns
+    the process after it."""
+    return cancel_process(collection, id, by=by, terminate=terminate).after
+
+
+def cancel_process(collection: str, id, *, by: str, terminate: bool = False) -> Cancelled:
     """End a pending or running process as FAILURE "cancelled", revoking its Celery task, and
     its active children, and theirs (``cancel_subtree``). Running code learns of it with its
-    next heartbeat (``proc.heartbeat``)."""
+    next heartbeat (``proc.heartbeat``); with ``terminate``, code that has not stopped after
+    ``PROC_CANCEL_GRACE`` seconds is terminated where its pool can (``proc.terminate``)."""
     kind, cls, raw = load(collection, id)
     if raw.get("process_status") not in machine.RULES["fail"].sources:
         raise IllegalTransition(f"cannot cancel a process that is {raw.get('process_status')}")
@@ -98,31 +116,34 @@ def cancel(collection: str, id, *, by: str) -> dict:
         fetch=True)
     if after is None:
         raise TransitionConflict(f"{collection}/{id} changed while being cancelled; look again")
-    task_ids = [raw["celery_task_id"]] if raw.get("celery_task_id") else []
-    task_ids += cancel_subtree(attempt, by=by)
+    ended = [(attempt, raw)] + cancel_subtree(attempt, by=by)
+    task_ids = [r["celery_task_id"] for _, r in ended if r.get("celery_task_id")]
     if task_ids:
         try:
             messaging.get_app().control.revoke(task_ids)
         except Exception as exc:  # the attempt check already makes the messages harmless
             log.warning("could not revoke %d task(s): %s", len(task_ids), exc)
     execution.attempt_over(kind, attempt)
-    return after
+    stops = [stopping.plan(a, r) for a, r in ended] if terminate else []
+    return Cancelled(after, stops)
 
 
-def cancel_subtree(root: Attempt, *, by: str) -> list[str]:
+def cancel_subtree(root: Attempt, *, by: str) -> list[tuple[Attempt, dict]]:
     """Cancel the active descendants of the cancelled attempt ``root``: level by level, one
     read and one conditional write per collection (and attempt number) that holds children
-    of the level. The parents' joins do not run. Returns the task ids to revoke."""
+    of the level. The parents' joins do not run. Returns each cancelled attempt with its
+    document as it was read before the cancel."""
     processing = sorted(s.value for s in machine.RULES["fail"].sources)
     note = f"cancelled by {by}"
     change = Change(errors=[f"{note} (with its parent)"], note=note, by=by, host=socket.gethostname())
-    keys, task_ids = [root.key], []
+    keys, ended = [root.key], []
     while keys:
         level: list[str] = []
         for cls in {c._get_collection_name(): c for c in registry.proc_classes()}.values():
             coll = cls._get_collection()
             found = list(coll.find({"parent_key": {"$in": keys}, "process_status": {"$in": processing}},
-                                   {"attempt": 1, "celery_task_id": 1, "current_process": 1, "parent": 1}))
+                                   {"attempt": 1, "celery_task_id": 1, "current_process": 1, "parent": 1,
+                                    "process_status": 1, "worker_pool": 1, "worker_hostname": 1}))
             by_number: dict[int, list] = {}
             for child in found:
                 by_number.setdefault(child.get("attempt", 0), []).append(child)
@@ -133,6 +154,6 @@ def cancel_subtree(root: Attempt, *, by: str) -> list[str]:
                     child_attempt = Attempt.of(coll.name, child)
                     execution.attempt_over(registry.kind_of(cls, child), child_attempt, parent=False)
                     level.append(child_attempt.key)
-                    task_ids += [child["celery_task_id"]] if child.get("celery_task_id") else []
+                    ended.append((child_attempt, child))
         keys = level
-    return task_ids
+    return ended

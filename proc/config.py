@@ -45,6 +45,9 @@ class Settings:
     delayed message per kind and bucket instead of one per process."""
     sweep_interval: float = 60.0
     """PROC_SWEEP_INTERVAL: seconds between two sweeps of the monitor (Celery beat, procctl monitor)."""
+    cancel_grace: float = 30.0
+    """PROC_CANCEL_GRACE: seconds a forced cancel (``terminate``) leaves the code to stop on its
+    own before its pool process is terminated."""
     api_token: str | None = None
     """PROC_API_TOKEN: when set, the HTTP API and page require it."""
 
@@ -77,6 +80,7 @@ class Settings:
             ("db_outage_timeout", "PROC_DB_OUTAGE_TIMEOUT", float),
             ("sweep_interval", "PROC_SWEEP_INTERVAL", float),
             ("check_bucket", "PROC_CHECK_BUCKET", float),
+            ("cancel_grace", "PROC_CANCEL_GRACE", float),
         ):
             if env.get(var):
                 try:

@@ -57,6 +57,8 @@ def _start(doc, method: str, args, kwargs, *, parent: Attempt | None):
         "process_args": {"args": args, "kwargs": kwargs},
         "celery_task_id": str(uuid.uuid4()),
         "worker_hostname": None,
+        "worker_pool": None,
+        "worker_pid": None,
         "errors": [],
         "warnings": [],
         "child_collections": [],
@@ -230,7 +232,8 @@ def redispatch(kind, raw: dict, *, note: str, by: str | None = None, warnings=()
     (monitor and admin)."""
     attempt = Attempt.of(kind.collection, raw)
     after = machine.transition(attempt, "redispatch", Change(
-        fields={"celery_task_id": str(uuid.uuid4()), "worker_hostname": None, "heartbeat": None,
+        fields={"celery_task_id": str(uuid.uuid4()), "worker_hostname": None, "worker_pool": None,
+                "worker_pid": None, "heartbeat": None,
                 "current_process_step": None, "complete_time": None, "deadline": None},
         warnings=warnings, note=note, by=by, host=socket.gethostname(), sources=sources, guard=guard),
         fetch=True)

@@ -49,6 +49,10 @@ class Proc(Document):
     warnings = ListField(StringField())
     celery_task_id = StringField()
     worker_hostname = StringField()
+    worker_pool = StringField()
+    """The Celery pool that claimed the attempt (prefork, threads, solo, ...)."""
+    worker_pid = IntField()
+    """The pid of the process that runs the attempt's method."""
     attempt = IntField(default=0, min_value=0)
     create_time = DateTimeField(default=utcnow)
     last_status_change = DateTimeField(default=utcnow)
@@ -105,7 +109,7 @@ class Proc(Document):
     def reload_status(self) -> "Proc":
         """Re-read the machine-owned and progress fields from the database."""
         return self.reload(*MACHINE_FIELDS, "current_process", "current_process_step", "errors",
-                           "warnings", "celery_task_id", "worker_hostname", "heartbeat",
+                           "warnings", "celery_task_id", "worker_hostname", "worker_pool", "worker_pid", "heartbeat",
                            "deadline", "child_collections")
 
     def _apply_raw(self, raw: dict) -> None:

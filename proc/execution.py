@@ -17,12 +17,13 @@ end is again an ``attempt_over``: the recursion stays in this module.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import traceback
 
 from bson import json_util
 
-from . import children, db, dispatch, heartbeat, machine, messaging, registry
+from . import children, db, dispatch, heartbeat, machine, messaging, pools, registry
 from .exceptions import ProcessCancelled, ProcessFailure
 from .machine import Attempt, Change
 from .status import PROCESSING, ProcessStatus as S
@@ -39,7 +40,8 @@ def run_message(collection: str, id_json: str, method: str, args, kwargs, attemp
     host = hostname or socket.gethostname()
     target = Attempt(collection, json_util.loads(id_json), attempt)
     raw = machine.transition(target, "claim", Change(
-        fields={"worker_hostname": host, "heartbeat": utcnow()}, note=f"{method} started", host=host),
+        fields={"worker_hostname": host, "worker_pool": pools.pool_of(hostname), "worker_pid": os.getpid(),
+                "heartbeat": utcnow()}, note=f"{method} started", host=host),
         fetch=True, durable=True)
     if raw is None:
         log.info("ignored message for %s %s: already claimed, finished or superseded", kind.name, target)

@@ -76,8 +76,10 @@ class Mark:
 MARKS: dict[str, Mark] = {
     m.event: m
     for m in (
-        Mark("stopped", S.FAILURE,
-             "the code of a cancelled attempt has stopped running (its finally blocks ran)"),
+        Mark("stopped", S.FAILURE, "the code of a cancelled attempt has stopped running"),
+        Mark("terminate_requested", S.FAILURE, "a forced stop is due after the grace period"),
+        Mark("terminate_sent", S.FAILURE, "the grace passed, the code still ran: terminate sent"),
+        Mark("cannot_terminate", S.FAILURE, "its pool cannot stop running code (threads, solo)"),
     )
 }
 

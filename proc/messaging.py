@@ -31,7 +31,8 @@ Settings that matter for correctness:
   into it; a check that needs another look later gets a per-process message
   (``schedule_check``). Neither is ever revoked: a check of a finished process does nothing.
 - proc's signal handlers (a pool process connects after the fork; a stopping worker stops
-  its heartbeats; the worker that received each run message is remembered) are connected
+  its heartbeats; the worker that received each run message is remembered; a worker
+  remembers its pool type and records a forced stop, ``proc.pools``) are connected
   by ``make_app()``, once, not as a side effect of importing a module.
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ from bson import json_util
 from celery import Celery, signals
 from kombu import Queue
 
-from . import config, db, heartbeat
+from . import config, db, heartbeat, pools
 from .exceptions import BrokerUnavailable
 from .names import BUCKET_TASK, CHECK_TASK, DEFAULT_QUEUE, MONITOR_QUEUE, RUN_TASK, SWEEP_TASK
 from .redact import redact_url
@@ -328,6 +329,8 @@ SIGNAL_HANDLERS = (
     (signals.task_received, _remember_worker),
     (signals.worker_process_init, _connect_pool_process),
     (signals.worker_shutdown, _stop_heartbeats),
+    (signals.worker_init, pools.record_pool),
+    (signals.task_revoked, pools.record_termination),
 )
 _revoke_noise = _NoBackendRevokeNoise()
 

@@ -17,6 +17,9 @@ BUCKET_TASK = "proc.monitor_bucket"
 SWEEP_TASK = "proc.monitor_sweep"
 """The monitor's periodic sweep (Celery beat sends it)."""
 
+TERMINATE_TASK = "proc.terminate"
+"""The forced stop of one cancelled attempt, sent with a countdown of ``PROC_CANCEL_GRACE``."""
+
 DEFAULT_QUEUE = "celery"
 """The queue of process messages unless a kind names another (Celery's own default)."""
 

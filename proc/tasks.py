@@ -10,8 +10,8 @@ import logging
 from bson import json_util
 from celery import shared_task
 
-from . import db, execution, messaging, monitor
-from .names import BUCKET_TASK, CHECK_TASK, RUN_TASK, SWEEP_TASK
+from . import db, execution, messaging, monitor, terminate
+from .names import BUCKET_TASK, CHECK_TASK, RUN_TASK, SWEEP_TASK, TERMINATE_TASK
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +51,12 @@ def monitor_sweep():
     for line in report.lines():
         log.info("%s", line)
     return len(report.outcomes)
+
+
+@shared_task(name=TERMINATE_TASK, bind=True, acks_late=True, ignore_result=True)
+def terminate_after_grace(self, collection, id_json, attempt, task_id):
+    """The grace of a forced cancel has passed: terminate the code if it still runs (``proc.terminate``)."""
+    db.database()
+    outcome = terminate.due(collection, json_util.loads(id_json), attempt, task_id, app=self.app)
+    log.info("forced stop of %s %s attempt %s: %s", collection, id_json, attempt, outcome)
+    return outcome

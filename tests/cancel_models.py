@@ -24,7 +24,7 @@ def _count(counter, key):
 
 class Looper(Proc):
     meta = {"collection": "test_looper"}
-    style = StringField(default="steps")  # steps | swallow | ask
+    style = StringField(default="steps")  # steps | swallow | ask | silent (never reports)
     seconds = FloatField(default=30.0)
 
     @process
@@ -38,6 +38,8 @@ class Looper(Proc):
                 if self.style == "ask":
                     if self.cancel_requested():
                         return
+                elif self.style == "silent":
+                    pass
                 elif self.style == "swallow":
                     try:
                         self.set_step(f"step {n}")

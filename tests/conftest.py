@@ -106,7 +106,7 @@ def database():
     config.reset()
     name = "proc_test" if not support.real_tier() else f"proc_test_{os.getpid()}_{next(_numbers)}"
     uri = support.database_uri(name)
-    config.configure(mongodb_uri=uri, heartbeat_interval=0.2, check_bucket=0.5)
+    config.configure(mongodb_uri=uri, heartbeat_interval=0.2, check_bucket=0.5, cancel_grace=0.5)
     registry.forget_settings()
     messaging.forget_claims()
     database = db.connect(uri)

@@ -73,3 +73,22 @@ def open_gate(doc) -> None:
 def runs_of(doc) -> list[dict]:
     """Every recorded run of ``doc``'s body, oldest first."""
     return list(db.database()[RUNS].find({"job": doc.pk}, {"_id": 0}).sort("time", 1))
+
+
+class E2ESilent(Proc):
+    """A method that never reports progress: it records its run, then works without a
+    ``set_step()`` for ``hold`` seconds, and records that it ended (which a forced stop
+    prevents)."""
+
+    meta = {"collection": "e2e_silent"}
+    hold = FloatField(default=600.0)
+
+    @process(**{**FAST, "heartbeat_timeout": 60})
+    def run(self):
+        runs = db.database()[RUNS]
+        runs.insert_one({"job": self.pk, "collection": "e2e_silent", "attempt": self.attempt,
+                         "pid": os.getpid(), "host": socket.gethostname(), "time": utcnow()})
+        started = time.monotonic()
+        while time.monotonic() - started < self.hold:
+            time.sleep(0.1)  # the simulated work, never reported
+        runs.insert_one({"job": self.pk, "collection": "e2e_silent", "ended": True, "time": utcnow()})

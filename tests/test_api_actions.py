@@ -81,6 +81,28 @@ def test_cancel_revokes_the_celery_task(worker, flask_app):
     wait_for(lambda: task_id in state.revoked, timeout=10, message="the worker to record the revoke")
 
 
+def test_cancel_with_terminate_answers_202_saying_a_threads_pool_cannot_stop_running_code(client):
+    pk = seed(Upload, S.RUNNING, age=5, worker_pool="threads")
+    response = post(client, f"/api/procs/upload/{pk}/cancel?terminate=true")
+    assert response.status_code == 202
+    [plan] = response.get_json()["terminate"]
+    assert plan["outcome"] == "cannot" and plan["pool"] == "threads" and plan["attempt"] == 1
+    assert "threads pool of celery@seed-host cannot stop running code" in plan["detail"]
+    after = raw(Upload, pk)
+    assert after["process_status"] == "FAILURE"
+    assert after["history"][-1]["event"] == "cannot_terminate"
+    assert after["history"][-1]["note"] == plan["detail"]
+
+
+def test_cancel_with_terminate_of_a_pending_process_has_nothing_to_stop(client):
+    pk = seed(Upload, S.PENDING, age=5)
+    response = post(client, f"/api/procs/upload/{pk}/cancel?terminate=1")
+    assert response.status_code == 202
+    [plan] = response.get_json()["terminate"]
+    assert plan["outcome"] == "not_running" and "it was PENDING" in plan["detail"]
+    assert [h["event"] for h in raw(Upload, pk)["history"]][-1] == "fail"
+
+
 @pytest.mark.parametrize("status", [S.READY, S.SUCCESS])
 def test_cancel_of_a_process_that_is_not_running_answers_409(client, status):
     pk = seed(Precheck, status)
@@ -100,6 +122,8 @@ def test_reset_of_a_successful_process_answers_409(client):
     (f"/api/procs/nosuch/{ObjectId()}/reset", 404, "collection"),
     ("/api/procs/precheck/{pk}/explode", 404, "action"),
     ("/api/procs/precheck/{pk}/reset?force=perhaps", 400, "force"),
+    ("/api/procs/precheck/{pk}/cancel?terminate=perhaps", 400, "terminate"),
+    ("/api/procs/precheck/{pk}/reset?terminate=true", 400, "terminate"),
 ])
 def test_bad_action_input_answers_400_or_404_naming_the_parameter(client, url, status, parameter):
     pk = seed(Precheck, S.FAILURE)

@@ -10,7 +10,9 @@ import pytest
 
 import cancel_models as cm
 from cancel_models import Branch, Looper
-from proc import ProcessCancelled, admin, config, machine
+from celery import Celery
+
+from proc import ProcessCancelled, admin, config, machine, terminate
 from proc.status import ProcessStatus as S
 from support import wait_for
 
@@ -24,7 +26,7 @@ def start(style: str, seconds: float = 30.0) -> Looper:
     doc.save()
     doc.loop()
     wait_for(lambda: (doc.reload_status().current_process_step or "").startswith("step")
-             or (style == "ask" and doc.process_status == "RUNNING"), timeout=15, message="the loop to run")
+             or (style in ("ask", "silent") and doc.process_status == "RUNNING"), timeout=15, message="the loop to run")
     return doc
 
 
@@ -134,3 +136,83 @@ def test_the_demo_report_cancelled_while_it_runs_stops_and_keeps_the_pages_it_di
     admin.cancel("report", report.pk, by="tester")
     wait_for(lambda: report.reload().history[-1]["event"] == "stopped", timeout=10, message="the stop")
     assert report.process_status == "FAILURE" and 3 <= report.pages_done < 200
+
+
+# -- forced stop (terminate) --------------------------------------------------------------------
+
+
+def marks(doc) -> list[str]:
+    return [h["event"] for h in doc.reload().history]
+
+
+def test_terminate_on_the_threads_pool_says_it_cannot_and_never_claims_a_stop(worker):
+    doc = start("silent", seconds=1.5)
+    key = str(doc.pk)
+    assert doc.reload().worker_pool == "threads"  # the claim recorded the pool
+    done = admin.cancel_process("test_looper", doc.pk, by="tester", terminate=True)
+    [plan] = done.stops
+    assert done.after["process_status"] == "FAILURE"
+    assert plan.outcome == "cannot" and plan.pool == "threads"
+    assert plan.detail.startswith(f"the threads pool of {doc.worker_hostname} cannot stop running code")
+    assert marks(doc)[-2:] == ["fail", "cannot_terminate"]
+    # nothing stops it: the silent body runs to its own end, and only then is it marked stopped
+    wait_for(lambda: key in cm.stopped_at, timeout=10, message="the silent body to end by itself")
+    wait_for(lambda: marks(doc)[-1] == "stopped", timeout=10, message="the stopped entry")
+    assert cm.runs[key] == 1 and cm.finals[key] == 1
+    assert "terminate_requested" not in marks(doc) and "terminate_sent" not in marks(doc)
+
+
+def test_terminate_on_prefork_is_sent_by_a_worker_after_the_grace_not_by_the_caller(worker, database):
+    from api_seed import seed
+    from proc.demo.models import Upload
+
+    pk = seed(Upload, S.RUNNING, age=5, worker_pool="prefork", worker_pid=999999)
+    started = time.monotonic()
+    done = admin.cancel_process("upload", pk, by="tester", terminate=True)
+    [plan] = done.stops
+    assert plan.outcome == "scheduled" and plan.after_seconds == config.get().cancel_grace
+    doc = Upload.objects.get(pk=pk)
+    assert marks(doc)[-2:] == ["fail", "terminate_requested"]  # the caller sent nothing itself
+    wait_for(lambda: marks(doc)[-1] == "terminate_sent", timeout=15, message="the worker's terminate")
+    assert time.monotonic() - started >= config.get().cancel_grace
+    # no worker runs that task: no pool process was seen to stop, so no stop is claimed
+    assert "stopped" not in marks(doc)
+
+
+def test_the_due_terminate_does_nothing_to_a_new_attempt_or_to_code_that_stopped(database):
+    from api_seed import seed
+    from proc.demo.models import Upload
+
+    class Recorder:  # stands in for app.control: the real broadcast is tested end to end
+        def __init__(self):
+            self.revoked = []
+
+        def revoke(self, *args, **kwargs):
+            self.revoked.append((args, kwargs))
+
+    app = type("App", (), {})()
+    app.control = Recorder()
+    moved_on = seed(Upload, S.RUNNING, attempt=2)
+    assert terminate.due("upload", moved_on, 1, "t1", app=app) == "superseded"
+    stopped = seed(Upload, S.FAILURE)
+    Upload._get_collection().update_one({"_id": stopped}, {"$push": {"history": {
+        "status": "FAILURE", "event": "stopped", "attempt": 1, "time": None}}})
+    assert terminate.due("upload", stopped, 1, "t2", app=app) == "already stopped"
+    assert app.control.revoked == []
+    running = seed(Upload, S.FAILURE)
+    assert terminate.due("upload", running, 1, "t3", app=app) == "terminate sent"
+    assert app.control.revoked == [(("t3",), {"terminate": True, "signal": "SIGTERM"})]
+
+
+def test_a_broker_that_is_down_is_reported_and_the_cancel_stands(database):
+    from api_seed import seed
+    from proc.demo.models import Upload
+    from support import free_port
+
+    pk = seed(Upload, S.RUNNING, worker_pool="prefork")
+    dead = Celery("dead", broker=f"redis://127.0.0.1:{free_port()}/0", set_as_current=False)
+    before = Upload._get_collection().find_one({"_id": pk})
+    admin.cancel_process("upload", pk, by="tester")
+    plan = terminate.plan(machine.Attempt.of("upload", before), before, app=dead)
+    assert plan.outcome == "not_sent" and "the broker is away" in plan.detail
+    assert Upload._get_collection().find_one({"_id": pk})["process_status"] == "FAILURE"

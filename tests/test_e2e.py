@@ -24,7 +24,7 @@ from bson import ObjectId
 
 import e2e_models as em
 import support
-from e2e_models import E2EJob, E2ELimited
+from e2e_models import E2EJob, E2ELimited, E2ESilent
 from proc import db, registry
 from support import RedisServer, SecantusServer, free_port, spawn, stop, venv_bin, wait_for
 
@@ -524,3 +524,42 @@ def test_the_datafix_commands_run_as_the_readme_gives_them(database, database_ur
     back = datafix("downgrade", "--yes")
     assert back.returncode == 0, back.stdout + back.stderr
     assert coll.find_one({"_id": doc_id})["tasks_status"] == "SUCCESS"
+
+
+# -- forced stop --------------------------------------------------------------------------------
+
+
+def test_cancel_terminate_kills_a_method_that_never_reports_after_the_grace(deploy):
+    from proc.pools import process_gone
+
+    d = deploy(PROC_CANCEL_GRACE="1")
+    d.worker("w1", 2)
+    [doc] = jobs(1, cls=E2ESilent)
+    d.call([doc])
+    wait_for(lambda: em.runs_of(doc), timeout=30, message="the silent body to start")
+    pid = em.runs_of(doc)[0]["pid"]
+    doc.reload()
+    assert (doc.process_status, doc.worker_pool, doc.worker_pid) == ("RUNNING", "prefork", pid)
+
+    result = subprocess.run([venv_bin("procctl"), "admin", "cancel", "--terminate", "e2e_silent", str(doc.pk)],
+                            env=d.env, capture_output=True, text=True, timeout=60, cwd=support.PROJECT_DIR)
+    assert result.returncode == 0, result.stderr
+    assert "FAILURE (attempt 1)" in result.stdout
+    assert "scheduled: its pool process on w1@" in result.stdout and "terminated in 1 s" in result.stdout
+
+    wait_for(lambda: reload(doc).history[-1]["event"] == "stopped", timeout=30,
+             message=f"the stopped entry (worker log {d.log('w1')})")
+    assert process_gone(pid)
+    events = [h["event"] for h in doc.history[-4:]]
+    assert events == ["fail", "terminate_requested", "terminate_sent", "stopped"]
+    requested, sent = doc.history[-3]["time"], doc.history[-2]["time"]
+    assert (sent - requested).total_seconds() >= 0.9  # after the grace, not at the request
+    assert doc.history[-1]["note"] == f"the code was terminated (SIGTERM to pool process {pid})"
+    assert doc.process_status == "FAILURE" and doc.errors == [f"cancelled by {doc.history[-4]['by']}"]
+    records = em.runs_of(doc)
+    assert len(records) == 1 and not any(r.get("ended") for r in records)  # one run, cut short
+
+    # the worker lives on, with a new pool process
+    [other] = jobs(1, hold=0.1)
+    d.call([other])
+    wait_for(lambda: status_of(other) == ("SUCCESS", 1), timeout=30, message="the next process")

@@ -38,10 +38,13 @@ def _run(action, collection: str, id_text: str, **kwargs) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="ID") from None
     try:
-        after = action(collection, pk, by=actor(), **kwargs)
+        done = action(collection, pk, by=actor(), **kwargs)
     except (LookupError, ProcessHealthy, IllegalTransition, TransitionConflict, ProcError) as exc:
         raise click.ClickException(str(exc)) from None
+    after = done.after if isinstance(done, actions.Cancelled) else done
     click.echo(f"{collection}/{id_text}: {after['process_status']} (attempt {after['attempt']})")
+    for plan in getattr(done, "stops", []):
+        click.echo(f"  terminate {plan.collection}/{plan.id} attempt {plan.attempt}: {plan.outcome}: {plan.detail}")
 
 
 def _add(name: str, action, help: str, *, force: bool) -> None:
@@ -49,6 +52,10 @@ def _add(name: str, action, help: str, *, force: bool) -> None:
     if force:
         params.append(click.Option(["--force"], is_flag=True, help="Act even on a healthy running "
                                    "process (default: only stuck or failed ones)."))
+    else:
+        params.append(click.Option(["--terminate"], is_flag=True, help="Also stop code that does not "
+                                   "stop on its own: after PROC_CANCEL_GRACE seconds (default 30) its "
+                                   "prefork pool process is terminated. Threads and solo pools cannot."))
 
     def callback(collection, id, **options):
         _run(action, collection, id, **options)
@@ -58,5 +65,5 @@ def _add(name: str, action, help: str, *, force: bool) -> None:
 
 _add("reset", actions.reset, "Put a stuck or failed process back to READY.", force=True)
 _add("redispatch", actions.redispatch, "Send a stuck or failed process again, as a new attempt.", force=True)
-_add("cancel", actions.cancel, 'End a pending or running process as FAILURE "cancelled" and revoke its '
+_add("cancel", actions.cancel_process, 'End a pending or running process as FAILURE "cancelled" and revoke its '
      "Celery task.", force=False)
