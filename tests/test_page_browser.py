@@ -182,3 +182,41 @@ def test_recently_recovered_lists_the_monitors_recoveries_in_place_and_links_to_
     wait_for(lambda: browser.find_elements(By.ID, "history"), timeout=10)
     assert str(first) in browser.title
     assert "monitor: worker heartbeat lost" in browser.find_element(By.ID, "history").text
+
+
+CANCEL_SCREENSHOT = SCREENSHOT.with_name("cancel-stopped.png")
+
+
+@pytest.mark.broker
+def test_a_running_demo_report_cancelled_from_its_page_stops_within_a_heartbeat(browser, server, worker,
+                                                                              monkeypatch):
+    from selenium.webdriver.common.by import By
+
+    from proc.demo import models
+
+    monkeypatch.setitem(models.PACE, "seconds", 0.1)
+    report = models.Report(name="cancel-me", pages=300)
+    report.save()
+    report.build()
+
+    def page() -> int:
+        step = report.reload_status().current_process_step or ""
+        return int(step.split()[1].split("/")[0]) if step.startswith("page ") else 0
+
+    wait_for(lambda: page() >= 3, timeout=15, message="the report to run")
+    browser.get(f"{server}/projects/admin/check-status/procs/report/{report.pk}")
+    browser.execute_script("window.confirm = function () { return true; };")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Cancel']").click()
+    wait_for(lambda: report.reload().history[-1]["event"] == "stopped", timeout=10, message="the stop")
+    fail, stopped = report.history[-2], report.history[-1]
+    assert fail["event"] == "fail" and fail["by"].startswith("unauthenticated:")
+    took = (stopped["time"] - fail["time"]).total_seconds()
+    assert took <= config.get().heartbeat_interval + models.PACE["seconds"] + 0.5, took
+    assert report.process_status == "FAILURE" and 3 <= report.pages_done < 300
+
+    browser.refresh()
+    wait_for(lambda: "the code stopped (cancelled by" in browser.find_element(By.ID, "history").text,
+             timeout=10, message="the stopped entry on the page")
+    assert "FAILURE" in browser.find_element(By.CSS_SELECTOR, ".page-head").text
+    CANCEL_SCREENSHOT.parent.mkdir(exist_ok=True)
+    browser.save_screenshot(str(CANCEL_SCREENSHOT))

@@ -63,8 +63,12 @@
           .then(function (answer) {
             if (!answer.ok) throw new Error(answer.body.error || "failed");
             result.className = "action-result";
-            result.textContent = answer.body.action + " done: now " + answer.body.process.status;
-            window.setTimeout(function () { window.location.reload(); }, 600);
+            var plans = (answer.body.terminate || []).map(function (plan) {
+              return "terminate " + plan.outcome + ": " + plan.detail;
+            });
+            result.textContent = [answer.body.action + " done: now " + answer.body.process.status]
+              .concat(plans).join(" · ");
+            window.setTimeout(function () { window.location.reload(); }, plans.length ? 3000 : 600);
           })
           .catch(function (error) {
             result.className = "action-result error";
