@@ -3,7 +3,8 @@
 The ctx API (see docs/datafix.md):
 
 - ``ctx.collections`` (names), ``ctx.collection(name)``, ``ctx.dry_run``, ``ctx.options``
-  (e.g. ``include_processing``), ``ctx.batch_size``, ``ctx.revision``.
+  (e.g. ``include_processing``), ``ctx.batch_size``, ``ctx.revision`` (the datafix's
+  label: ``0001`` in proc's sequence, ``myapp:0001`` in another; backups are keyed by it).
 - ``ctx.report_invalid(query, fields)``: count and list documents it will not touch.
 - ``ctx.refuse(query, message)``: stop before any write if any document matches
   (in a dry run: say that the run would stop).
@@ -100,13 +101,13 @@ class Context:
             raise ValueError("batch size must be at least 1")
         self.db = database
         self.script = script
-        self.revision = script.revision
+        self.revision = script.label
         self.collections = list(collections)
         self.direction = direction
         self.dry_run = dry_run
         self.options = dict(options or {})
         self.batch_size = batch_size
-        self.report = DatafixReport(script.revision, script.description, direction, dry_run)
+        self.report = DatafixReport(script.label, script.description, direction, dry_run)
         self.run_id = uuid.uuid4().hex
         self._lock = lock
         self._progress = progress or Progress()
@@ -264,7 +265,8 @@ class Context:
         if not self._begun and not self.dry_run:
             if self._lock is not None:
                 self._lock.ensure()
-            self._ledger.start(self.script, self.run_id, self.direction, self._previous)
+            self._ledger.start(self.script, self.run_id, self.direction, self._previous,
+                               allowed_changed=bool(self.options.get("allowed_changed")))
             self._begun = True
 
     def _after_batch(self, name: str, rep: CollectionReport, batch: list, last_id) -> None:
