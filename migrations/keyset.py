@@ -69,19 +69,9 @@ def after(last_id=None, *, started: bool = True) -> dict:
     return {"$or": [{"_id": {"$gt": last_id}}, *later]}
 
 
-def among(ids: list, selector: dict) -> dict:
-    """The filter of one batch: ``_id`` among ``ids`` (the batch's walked ``_id``s), and
-    still matching ``selector`` (so a document already migrated is never written again).
-
-    ``$in`` on ``_id`` is one ``_id`` index lookup per listed id on a real server, and one
-    store-key lookup per id on the embedded database (``proc.embedded``). Equality covers
-    every walked bracket; the selector goes under ``$and`` so it may name ``_id`` too.
-    """
-    return {"_id": {"$in": list(ids)}, "$and": [selector]}
-
-
 def guarded(doc_id, selector: dict) -> dict:
-    """The filter of one document's write: its ``_id``, and still matching ``selector``.
+    """The filter of one document's write: its ``_id``, and still matching ``selector``
+    (the per-document shape of ``migrations.match.update_batch``).
 
     ``_id`` equality is an ``_id`` index point lookup on mongod and on SecantusDB (which
     scans the collection for ``_id $in`` combined with other conditions), and a store-key

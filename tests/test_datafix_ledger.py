@@ -268,6 +268,7 @@ def test_the_ledger_commands_run_as_the_docs_give_them(database, database_uri, t
                               text=True, timeout=120, cwd=PROJECT_DIR)
 
     database["e2e_job"].insert_one({"_id": 1, "process_status": "READY", "done_0001": True})
+    assert run("stamp", "0001").returncode == 0  # proc's own, as the README gives it
     assert run("stamp", "myapp:0001").returncode == 0
     up = run("upgrade", "--yes", "--json")
     assert up.returncode == 0
@@ -293,8 +294,10 @@ def test_the_ledger_commands_run_as_the_docs_give_them(database, database_uri, t
     assert new.returncode == 0 and (app / "0002_backfill_owner.py").exists(), new.stderr
     history = run("history", "--json")
     assert history.returncode == 0, history.stderr
-    assert [r["done"] for r in json.loads(history.stdout) if r["version"] == "myapp:0001"] == \
+    rows = json.loads(history.stdout)
+    assert [r["done"] for r in rows if r["version"] == "myapp:0001"] == \
         ["stamped", "rolled back", "applied", "accepted"]
+    assert [r["done"] for r in rows if r["version"] == "0001"] == ["stamped"]
     assert "accepted" in run("history").stdout
     bad = run("stamp", "myapp:0042")
     assert bad.returncode == 2 and "'myapp:0042'" in bad.stderr and "myapp:0001" in bad.stderr
