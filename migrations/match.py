@@ -136,10 +136,20 @@ def shape(selector: dict, pipeline: list) -> list | None:
     return batch_update(selector, pipeline)
 
 
+#: ``_id``s per guarded ``update_many``. SecantusDB serves ``_id $in`` from its ``_id``
+#: index, but at a cost per listed id that grows with the list's length (measured: 0.36 ms
+#: per document at 100 ids, 0.87 ms at 400, 4 ms at 2,000, whatever the collection size),
+#: so a batch is written in chunks of this many ids: 10 round trips per 1,000 documents.
+#: mongod serves the same shape at any length; the chunks only add round trips there.
+WRITE_IDS = 100
+
+
 def update_batch(collection, ids: list, selector: dict, pipeline: list, guarded: list | None) -> int:
     """Write one batch: documents among ``ids`` still matching ``selector`` get ``pipeline``;
-    returns how many changed. One round trip either way."""
+    returns how many changed. One ``update_many`` per ``WRITE_IDS`` ids, or one
+    ``bulk_write`` of per-document updates."""
     if guarded is not None:
-        return collection.update_many({"_id": {"$in": list(ids)}}, guarded).modified_count
+        return sum(collection.update_many({"_id": {"$in": ids[i:i + WRITE_IDS]}}, guarded).modified_count
+                   for i in range(0, len(ids), WRITE_IDS))
     ops = [UpdateOne(keyset.guarded(i, selector), pipeline) for i in ids]
     return collection.bulk_write(ops, ordered=False).modified_count if ops else 0
