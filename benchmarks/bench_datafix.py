@@ -127,8 +127,10 @@ def run_size(tier, database, n: int, batch_size: int, loop_docs: int | None) -> 
 def run_tier(tier, sizes, batch_size: int, loop_docs: int | None) -> list[dict]:
     database = tier.connect(DATABASE)
     registry.load_models()
-    shape = "one update_many per batch, _id $in only, $cond on the selector" \
-        if match.shape(FIX.IDLE, FIX.UPGRADE_PIPELINE) else "one bulk_write of UpdateOne({_id, ...selector})"
+    shape = {match.EMBEDDED: "one update_many per batch, _id $in plus the selector (store-key lookups)",
+             None: "one bulk_write of UpdateOne({_id, ...selector})"}.get(
+        match.shape(FIX.IDLE, FIX.UPGRADE_PIPELINE),
+        f"update_many per {match.WRITE_IDS} _ids, _id $in only, $cond on the selector")
     print(f"  {tier.name}: batch write: {shape}", flush=True)
     try:
         return [run_size(tier, database, n, batch_size, loop_docs) for n in sizes]

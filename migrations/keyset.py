@@ -69,6 +69,17 @@ def after(last_id=None, *, started: bool = True) -> dict:
     return {"$or": [{"_id": {"$gt": last_id}}, *later]}
 
 
+def among(ids: list, selector: dict) -> dict:
+    """The filter of one batch's write on the embedded database: ``_id`` among ``ids``, and
+    still matching ``selector`` (under ``$and``, so it may name ``_id`` too).
+
+    ``proc.embedded`` serves ``_id $in`` (top level, or a clause of a top-level ``$and``)
+    as one store-key lookup per id. Not for a real server: SecantusDB answers ``_id $in``
+    combined with other conditions with a collection scan (``migrations.match``).
+    """
+    return {"_id": {"$in": list(ids)}, "$and": [selector]}
+
+
 def guarded(doc_id, selector: dict) -> dict:
     """The filter of one document's write: its ``_id``, and still matching ``selector``
     (the per-document shape of ``migrations.match.update_batch``).

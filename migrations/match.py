@@ -127,12 +127,17 @@ def batch_update(selector: dict, pipeline: list) -> list | None:
     return None if match is None else guarded_pipeline(pipeline, match)
 
 
-def shape(selector: dict, pipeline: list) -> list | None:
-    """The guarded pipeline a batch's write uses on this database, or None for one
-    ``UpdateOne`` per document. The embedded database (mongomock) ignores ``$$REMOVE`` in
-    ``$set``, so it keeps the per-document shape (there a store-key lookup per ``_id``)."""
+EMBEDDED = "embedded"
+
+
+def shape(selector: dict, pipeline: list):
+    """How a batch is written on this database: a guarded pipeline (real server), the
+    ``EMBEDDED`` marker (one ``update_many`` of ``keyset.among``: mongomock ignores
+    ``$$REMOVE`` in ``$set``, and ``proc.embedded`` serves ``_id $in`` under ``$and`` by
+    store key), or None: one ``UpdateOne`` per document (a real server and a selector
+    ``expression`` cannot translate exactly)."""
     if db.is_embedded():
-        return None
+        return EMBEDDED
     return batch_update(selector, pipeline)
 
 
@@ -148,6 +153,8 @@ def update_batch(collection, ids: list, selector: dict, pipeline: list, guarded:
     """Write one batch: documents among ``ids`` still matching ``selector`` get ``pipeline``;
     returns how many changed. One ``update_many`` per ``WRITE_IDS`` ids, or one
     ``bulk_write`` of per-document updates."""
+    if guarded == EMBEDDED:
+        return collection.update_many(keyset.among(ids, selector), pipeline).modified_count if ids else 0
     if guarded is not None:
         return sum(collection.update_many({"_id": {"$in": ids[i:i + WRITE_IDS]}}, guarded).modified_count
                    for i in range(0, len(ids), WRITE_IDS))

@@ -169,9 +169,10 @@ class Context:
         ledger records progress and the lock is renewed: five round trips. On a real server
         the write is one ``update_many`` filtered by ``_id $in`` the batch alone (an ``_id``
         index lookup per id on mongod and on SecantusDB, which scans for ``_id $in`` plus
-        other conditions) whose pipeline re-checks ``select`` with ``$cond``; where that
-        cannot be written exactly, and on the embedded database, one ``UpdateOne`` per
-        document filtered by its ``_id`` plus ``select``. Either way a document a
+        other conditions) per 100 ids, whose pipeline re-checks ``select`` with ``$cond``;
+        where that cannot be written exactly, one ``UpdateOne`` per document filtered by its
+        ``_id`` plus ``select``; on the embedded database one ``update_many`` of ``_id $in``
+        plus ``select`` (store-key lookups there). Either way a document a
         concurrent writer moved out of ``select`` since the read is not written, and one
         that came to match after the read is not in the batch (never migrated unbacked).
         ``rows`` (label -> filter) are counted in a dry run, which writes nothing.

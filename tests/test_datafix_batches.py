@@ -65,5 +65,10 @@ def test_the_guarded_upgrade_pipeline_gives_what_the_bare_update_gives(database)
         assert {k(d["_id"]): d for d in guarded.find({})} == {k(d["_id"]): d for d in bare.find({})}
 
 
-def test_the_embedded_database_keeps_the_per_document_shape(database):
-    assert (match.shape(FIX.IDLE, FIX.UPGRADE_PIPELINE) is None) == (not support.real_tier())
+def test_each_tier_gets_its_batch_shape(database):
+    shape = match.shape(FIX.IDLE, FIX.UPGRADE_PIPELINE)
+    if support.real_tier():
+        assert shape == match.batch_update(FIX.IDLE, FIX.UPGRADE_PIPELINE) and shape[0]["$set"]
+        assert match.shape({"a.b": 1}, FIX.UPGRADE_PIPELINE) is None  # one UpdateOne per document
+    else:
+        assert shape == match.EMBEDDED

@@ -430,8 +430,8 @@ def test_keyset_walk_covers_mixed_id_types(database):
 
 
 def test_each_batch_write_is_index_served_and_skips_a_concurrent_change(database):
-    """Real server: one update_many per batch filtered by ``_id $in`` the batch alone, its
-    pipeline re-checking the selector. Embedded: one UpdateOne({_id, ...selector}) each."""
+    """Real server: one update_many per 100 ids filtered by ``_id $in`` alone, its pipeline
+    re-checking the selector. Embedded: one update_many of ``_id $in`` plus the selector."""
     from datetime import datetime
 
     import support
@@ -473,9 +473,9 @@ def test_each_batch_write_is_index_served_and_skips_a_concurrent_change(database
         assert all(list(f) == ["_id"] and list(f["_id"]) == ["$in"] for f in many)
         written = [i for f in many for i in f["_id"]["$in"]]
     else:
-        assert len(bulk) == 4 and not many  # one bulk_write per batch
-        assert all(f == {"_id": f["_id"], **select} for batch in bulk for f in batch)
-        written = [f["_id"] for batch in bulk for f in batch]
+        assert len(many) == 4 and not bulk  # one update_many per batch, served by store key
+        assert all(f == {"_id": f["_id"], "$and": [select]} for f in many)
+        written = [i for f in many for i in f["_id"]["$in"]]
     assert [k(i) for i in written] == [k(i) for i in ids]  # BSON order
     assert database.upload.find_one({"_id": 2}) == {"_id": 2, "process_status": "READY"}
     entry = database[LEDGER].find_one({"_id": "0001"})
