@@ -127,10 +127,13 @@ def run_size(tier, database, n: int, batch_size: int, loop_docs: int | None) -> 
 def run_tier(tier, sizes, batch_size: int, loop_docs: int | None) -> list[dict]:
     database = tier.connect(DATABASE)
     registry.load_models()
-    shape = {match.EMBEDDED: "one update_many per batch, _id $in plus the selector (store-key lookups)",
-             None: "one bulk_write of UpdateOne({_id, ...selector})"}.get(
-        match.shape(FIX.IDLE, FIX.UPGRADE_PIPELINE),
-        f"update_many per {match.WRITE_IDS} _ids, _id $in only, $cond on the selector")
+    shape = match.shape(FIX.IDLE, FIX.UPGRADE_PIPELINE)
+    if shape == match.EMBEDDED:
+        shape = "one update_many per batch, _id $in plus the selector (store-key lookups)"
+    elif shape is None:
+        shape = "one bulk_write of UpdateOne({_id, ...selector})"
+    else:
+        shape = f"update_many per {match.WRITE_IDS} _ids, _id $in only, $cond on the selector"
     print(f"  {tier.name}: batch write: {shape}", flush=True)
     try:
         return [run_size(tier, database, n, batch_size, loop_docs) for n in sizes]
