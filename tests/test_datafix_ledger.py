@@ -301,3 +301,26 @@ def test_the_ledger_commands_run_as_the_docs_give_them(database, database_uri, t
     assert "accepted" in run("history").stdout
     bad = run("stamp", "myapp:0042")
     assert bad.returncode == 2 and "'myapp:0042'" in bad.stderr and "myapp:0001" in bad.stderr
+
+
+@pytest.mark.real_server
+def test_a_server_reads_every_configured_directory_and_starts_once_the_datafix_is_stamped(
+        database, database_uri, tmp_path):
+    app = sequence_dir(tmp_path, "myapp", "0001")
+    env = {**os.environ, "MONGODB_URI": database_uri, "PROC_MODELS": "e2e_models",
+           "PYTHONPATH": TESTS_DIR, "PROC_DATAFIX_VERSIONS": str(app), "PROC_DB_OUTAGE_TIMEOUT": "2"}
+
+    def run(*args):
+        return subprocess.run([venv_bin("procctl"), *args], env=env, capture_output=True, text=True,
+                              timeout=120, cwd=PROJECT_DIR)
+
+    assert run("datafix", "upgrade", "--yes").returncode == 0
+    database[LEDGER].update_one({"_id": "myapp:0001"}, {"$set": {"state": "failed"}})
+    refused = run("monitor", "--once")
+    assert refused.returncode == 2 and "datafix myapp:0001 (failed) did not finish" in refused.stderr
+    assert run("datafix", "stamp", "myapp:0001").returncode == 0
+    started = run("monitor", "--once")
+    assert started.returncode == 0, started.stderr
+    database["e2e_job"].insert_one({"_id": 1, "toy_0001": 1, "process_status": "READY"})
+    legacy = run("monitor", "--once")
+    assert legacy.returncode == 2 and "e2e_job (datafix myapp:0001" in legacy.stderr
