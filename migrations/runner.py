@@ -165,8 +165,9 @@ class Context:
 
         Per batch: one sorted query reads the next ``batch_size`` documents still matching
         ``select`` (their ``_id`` and ``backup`` fields), one insert stores those values in
-        the backup collection, one write migrates them (``match.update_batch``), then the
-        ledger records progress and the lock is renewed: five round trips. On a real server
+        the backup collection, the write migrates them (``match.update_batch``), then the
+        ledger records progress and the lock is renewed: four round trips plus the write's
+        (one per 100 ids on a real server, one on the embedded database). On a real server
         the write is one ``update_many`` filtered by ``_id $in`` the batch alone (an ``_id``
         index lookup per id on mongod and on SecantusDB, which scans for ``_id $in`` plus
         other conditions) per 100 ids, whose pipeline re-checks ``select`` with ``$cond``;
