@@ -1,7 +1,8 @@
 """``procctl datafix ...`` (also ``python -m migrations ...``): thin wrappers over ``command``.
 
-Exit codes: 0 done; 1 failed, refused, or invalid documents found; 2 usage or
-configuration error; 3 another run holds the lock.
+Exit codes: 0 done; 1 failed, refused, invalid documents found, or an applied file
+changed; 2 usage or configuration error (bad input: nothing is written); 3 another run
+holds the lock.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import click
 from proc import config, db
 from proc.exceptions import ConfigurationError, DatabaseUnavailable
 
-from . import command
+from . import command, history
 from .errors import LockHeld
 from .progress import Bar, Lines
 from .runner import DEFAULT_BATCH_SIZE
@@ -42,8 +43,10 @@ class DatafixGroup(click.Group):
 
 @click.group(name="datafix", cls=DatafixGroup)
 @click.option("--uri", envvar="MONGODB_URI", default=None, help="MongoDB URI (default: MONGODB_URI).")
-@click.option("--versions", envvar="PROC_DATAFIX_VERSIONS", default=None, hidden=True,
-              type=click.Path(file_okay=False), help="Directory of datafix files (tests).")
+@click.option("--versions", envvar="PROC_DATAFIX_VERSIONS", default=None, metavar="DIR[:DIR...]",
+              help="The application's datafix directories, ':'-separated (default: "
+                   "PROC_DATAFIX_VERSIONS); each names its sequence in sequence.txt. proc's own "
+                   "migrations/versions (sequence 'proc') is always included and runs first.")
 @click.option("-v", "--verbose", count=True, help="More log output.")
 @click.pass_context
 def datafix(ctx, uri, versions, verbose):
@@ -73,6 +76,7 @@ def render(result) -> str:
     lines = []
     if data["dry_run"]:
         lines.append("DRY RUN: nothing was written (no documents, ledger, backups or lock).")
+    lines.extend(f"error: {e}" for e in data["errors"])
     lines.append(f"collections: {', '.join(data['collections']) or 'none'}")
     for d in data["datafixes"]:
         lines.append(f"datafix {d['id']} {d['description']}: {d['state']}")
@@ -107,26 +111,31 @@ def _confirm(what: str, yes: bool, dry_run: bool) -> None:
 
 
 @datafix.command("upgrade")
-@click.option("--to", "to", default=None, help="Apply datafixes with id <= ID only.")
+@click.option("--to", "to", default=None,
+              help="Apply datafixes up to VERSION (0001 or sequence:id) in run order only.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option("--collection", "collections", multiple=True, help="Also migrate this collection.")
 @click.option("--dry-run", is_flag=True, help="Write nothing; print what would happen.")
 @click.option("--include-processing", is_flag=True,
               help="Mark documents still processing under the old workers FAILURE instead of stopping.")
+@click.option("--allow-changed", is_flag=True,
+              help="Run even though an applied datafix file changed (recorded in the ledger).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def upgrade_cmd(obj, to, batch_size, collections, dry_run, include_processing, yes, as_json):
-    """Apply pending datafixes (id <= --to), in id order."""
+def upgrade_cmd(obj, to, batch_size, collections, dry_run, include_processing, allow_changed, yes,
+                as_json):
+    """Apply pending datafixes (up to --to VERSION), proc's first, each sequence in id order."""
     _confirm("Upgrade", yes, dry_run)
     _finish(command.upgrade(to=to, batch_size=batch_size, collections=collections, dry_run=dry_run,
                             include_processing=include_processing, versions=obj["versions"],
-                            progress=_progress()), as_json)
+                            allow_changed=allow_changed, progress=_progress()), as_json)
 
 
 @datafix.command("downgrade")
 @click.option("--to", "to", default=None,
-              help="Revert datafixes with id > ID (default: the newest applied one; 'base' = all).")
+              help="Revert the datafixes after VERSION (0001 or sequence:id) in run order "
+                   "(default: the newest applied one; 'base' = all).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option("--collection", "collections", multiple=True, help="Also revert this collection.")
 @click.option("--dry-run", is_flag=True, help="Write nothing; print what would happen.")
@@ -173,10 +182,48 @@ def unlock_cmd(force):
 
 @datafix.command("new")
 @click.argument("name")
+@click.option("--sequence", default="proc", show_default=True,
+              help="The sequence (directory) the file is added to.")
 @click.pass_obj
-def new_cmd(obj, name):
-    """Create the next datafix file in migrations/versions/."""
-    click.echo(f"created {command.new(name, versions=obj['versions'])}")
+def new_cmd(obj, name, sequence):
+    """Create the next datafix file of a sequence (after its highest id)."""
+    click.echo(f"created {command.new(name, sequence=sequence, versions=obj['versions'])}")
+
+
+def _ledger_command(name: str, function, doc: str):
+    """``stamp`` and ``accept``: one VERSION, one line of output."""
+
+    @datafix.command(name, help=doc)
+    @click.argument("version")
+    @click.pass_obj
+    def ledger_command(obj, version):
+        result = function(version, versions=obj["versions"])
+        click.echo("\n".join(result.messages))
+
+    return ledger_command
+
+
+stamp_cmd = _ledger_command(
+    "stamp", command.stamp,
+    "Mark VERSION (0001 or sequence:id) as applied without running it, for a database migrated "
+    "by other means; the ledger records it as stamped, with host, user and time.")
+accept_cmd = _ledger_command(
+    "accept", command.accept,
+    "After reviewing a change to the file of an applied VERSION, record its new checksum "
+    "(the ledger keeps the old one too).")
+
+
+@datafix.command("history")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def history_cmd(obj, as_json):
+    """Every ledger entry: version, what was done, host and user, when, documents changed, duration."""
+    found = command.history(versions=obj["versions"])
+    if as_json:
+        click.echo(json.dumps([command._plain({k: v for k, v in r.items() if k != "order"})
+                               for r in found], indent=2))
+    else:
+        click.echo(history.render(found))
 
 
 @datafix.command("prune-backups")

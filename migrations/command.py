@@ -1,7 +1,15 @@
 """The datafix commands as plain functions; ``migrations.cli`` wraps each one.
 
 Each returns a result object (``.ok``, ``.to_dict()``) and raises ``LockHeld`` when another
-run holds the lock, ``ScriptError``/``ConfigurationError`` for bad input.
+run holds the lock, ``ScriptError``/``ConfigurationError`` for bad input (always before
+anything is written). ``versions`` is the application's datafix directories (a
+``:``-separated string, a path or a list; default ``$PROC_DATAFIX_VERSIONS``); proc's own
+sequence is always included and runs first. Where a command takes a ``VERSION`` it is
+``0001`` (proc's sequence) or ``sequence:id``.
+
+An applied or stamped file whose checksum differs from the ledger's is an error, as in
+Flyway's validate: ``status`` and ``verify`` fail naming it, ``upgrade`` refuses unless
+``allow_changed``; ``accept`` records the new checksum after a review.
 """
 from __future__ import annotations
 
@@ -13,10 +21,10 @@ from typing import NamedTuple
 
 from proc import db, registry
 
-from . import lock as lock_module, script as script_module
+from . import history as history_module, lock as lock_module, script as script_module
 from .backup import Backups
 from .errors import ScriptError
-from .ledger import APPLIED, FAILED, RUNNING, Ledger
+from .ledger import DONE, FAILED, RUNNING, Ledger
 from .lock import Lock
 from .progress import Progress
 from .runner import DEFAULT_BATCH_SIZE, Context, DatafixReport, run
@@ -32,15 +40,17 @@ class Result:
     messages: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     collections: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
     failed: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.failed and all(r.ok for r in self.reports)
+        return not self.failed and not self.errors and all(r.ok for r in self.reports)
 
     def to_dict(self) -> dict:
         return _plain({"command": self.command, "dry_run": self.dry_run, "ok": self.ok,
                        "collections": self.collections, "messages": self.messages,
+                       "errors": self.errors,
                        "warnings": self.warnings + [w for r in self.reports for w in r.warnings],
                        "datafixes": [_report_dict(r) for r in self.reports]})
 
@@ -92,15 +102,19 @@ def targets(database, named=(), entries: dict | None = None) -> list[str]:
 
 
 def _setup(uri, versions, to):
-    database = connect(uri)
+    """Load and check the datafixes and ``to`` first (bad input writes nothing), then connect."""
     scripts = script_module.discover(versions)
-    return database, scripts, script_module.resolve(scripts, to)
+    limit = script_module.resolve(scripts, to)
+    return connect(uri), scripts, limit
 
 
-def _checksum_warning(script, entry, result: Result) -> None:
-    if entry and entry.get("state") == APPLIED and entry.get("checksum") not in (None, script.checksum):
-        result.warnings.append(f"datafix {script.revision} ({script.path.name}) changed after it was "
-                               "applied (checksum differs from the ledger's); review the change")
+def changed(script, entry: dict | None) -> str | None:
+    """Why ``script`` is an error, if its file changed after it was applied or stamped."""
+    if not entry or entry.get("state") not in DONE or entry.get("checksum") in (None, script.checksum):
+        return None
+    return (f"datafix {script.label} ({script.path}) changed after it was {entry['state']}: its "
+            f"checksum {script.checksum[:12]} differs from the ledger's {entry['checksum'][:12]}. "
+            f"Review the change, then record it with `procctl datafix accept {script.label}`")
 
 
 def _count(database, names, query, limit: int = 0) -> dict[str, int]:
@@ -139,7 +153,7 @@ class _Session(NamedTuple):
 
 @contextlib.contextmanager
 def _session(name, uri, versions, to, collections, dry_run, lock_ttl, progress):
-    """Connect, load the datafixes, find the targets; the lock (none in a dry run) is taken
+    """Load the datafixes, connect, find the targets; the lock (none in a dry run) is taken
     before the first write (``Context._begin``), so a refused run leaves nothing behind."""
     database, scripts, limit = _setup(uri, versions, to)
     result = Result(name, dry_run)
@@ -165,31 +179,39 @@ def _session(name, uri, versions, to, collections, dry_run, lock_ttl, progress):
 
 def upgrade(*, to: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, collections=(),
             dry_run: bool = False, include_processing: bool = False, uri: str | None = None,
-            versions: Path | str | None = None, progress: Progress | None = None,
-            on_batch=None, lock_ttl: float = lock_module.TTL) -> Result:
-    """Apply, in id order, every datafix with id <= ``to`` that still has work.
+            versions=None, progress: Progress | None = None, on_batch=None,
+            lock_ttl: float = lock_module.TTL, allow_changed: bool = False) -> Result:
+    """Apply, in run order, every datafix up to ``to`` that still has work.
 
-    A datafix not recorded as applied runs whatever its id. An applied one runs again only
-    when its selector still matches documents (written later by old code, or in a
-    collection named for the first time); otherwise it says "nothing to do".
+    A datafix not recorded as applied (or stamped) runs whatever its id. An applied one
+    runs again only when its selector still matches documents (written later by old code,
+    or in a collection named for the first time); otherwise it says "nothing to do".
+    Refuses, writing nothing, when an applied file changed, unless ``allow_changed``
+    (then each run's summary in the ledger records ``allowed_changed: true``).
     """
     with _session("upgrade", uri, versions, to, collections, dry_run, lock_ttl, progress) as run_:
         database, scripts, limit, result, held, entries, names, progress = run_
+        scripts = [s for s in scripts if limit is None or s.position <= limit]
+        problems = [p for p in (changed(s, entries.get(s.label)) for s in scripts) if p]
+        if problems and not allow_changed:
+            result.errors.extend(problems)
+            result.errors.append("upgrade refused, nothing was written: accept each change, or "
+                                 "re-run with --allow-changed")
+            return result
+        result.warnings.extend(f"{p} (--allow-changed given)" for p in problems)
         ran = False
         for s in scripts:
-            if limit is not None and s.order > limit:
-                continue
-            entry = entries.get(s.revision)
-            _checksum_warning(s, entry, result)
-            if entry and entry.get("state") == APPLIED and not _count(database, names, s.selector, 1):
-                report = DatafixReport(s.revision, s.description, "upgrade", dry_run, "nothing to do")
+            entry = entries.get(s.label)
+            if entry and entry.get("state") in DONE and not _count(database, names, s.selector, 1):
+                report = DatafixReport(s.label, s.description, "upgrade", dry_run, "nothing to do")
                 for name, n in _count(database, names, s.invalid).items():
                     report.collection(name).invalid = n
                     report.warnings.append(f"{name}: {n} invalid document(s); see `procctl datafix status`")
                 result.reports.append(report)
                 continue
             ctx = Context(database, s, names, direction="upgrade", dry_run=dry_run,
-                          options={"include_processing": include_processing},
+                          options={"include_processing": include_processing,
+                                   "allowed_changed": bool(allow_changed)},
                           batch_size=batch_size, lock=held, progress=progress,
                           on_batch=on_batch, previous=entry)
             report = run(ctx, s.module.upgrade)
@@ -208,21 +230,21 @@ def upgrade(*, to: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, coll
 
 def downgrade(*, to: str | None = None, collections=(), dry_run: bool = False,
               batch_size: int = DEFAULT_BATCH_SIZE, uri: str | None = None,
-              versions: Path | str | None = None, progress: Progress | None = None,
+              versions=None, progress: Progress | None = None,
               on_batch=None, lock_ttl: float = lock_module.TTL) -> Result:
-    """Revert, newest first, the datafixes with id > ``to`` (default: only the newest one)
-    that are applied, failed or left running."""
+    """Revert, newest first, the datafixes after ``to`` in run order (default: only the
+    newest one) that are applied, stamped, failed or left running."""
     with _session("downgrade", uri, versions, to, collections, dry_run, lock_ttl, progress) as run_:
         database, scripts, limit, result, held, entries, names, progress = run_
         done = [s for s in scripts
-                if (entries.get(s.revision) or {}).get("state") in (APPLIED, FAILED, RUNNING)]
-        chosen = done[-1:] if limit is None else [s for s in done if s.order > limit]
+                if (entries.get(s.label) or {}).get("state") in (*DONE, FAILED, RUNNING)]
+        chosen = done[-1:] if limit is None else [s for s in done if s.position > limit]
         if not chosen:
             result.messages.append("nothing to downgrade")
         for s in reversed(chosen):
             ctx = Context(database, s, names, direction="downgrade", dry_run=dry_run,
                           batch_size=batch_size, lock=held, progress=progress,
-                          on_batch=on_batch, previous=entries.get(s.revision))
+                          on_batch=on_batch, previous=entries.get(s.label))
             report = run(ctx, s.module.downgrade)
             result.reports.append(report)
             if report.state == FAILED:
@@ -230,23 +252,26 @@ def downgrade(*, to: str | None = None, collections=(), dry_run: bool = False,
     return result
 
 
-def status(*, collections=(), uri: str | None = None, versions: Path | str | None = None) -> Result:
+def status(*, collections=(), uri: str | None = None, versions=None) -> Result:
     """Each datafix, its ledger state, and per collection the documents still to migrate
-    (``pending``) and the invalid ones. ``ok`` is False when any of those exist."""
+    (``remaining``) and the invalid ones. ``ok`` is False when invalid documents exist, a
+    datafix failed, or an applied file changed (an error naming it)."""
     database, scripts, _ = _setup(uri, versions, None)
     result = Result("status")
     entries = Ledger(database).all()
     names = result.collections = targets(database, collections, entries)
     for s in scripts:
-        entry = entries.get(s.revision) or {}
-        _checksum_warning(s, entry, result)
-        report = DatafixReport(s.revision, s.description, entry.get("direction", "upgrade"),
+        entry = entries.get(s.label) or {}
+        problem = changed(s, entry)
+        if problem:
+            result.errors.append(problem)
+        report = DatafixReport(s.label, s.description, entry.get("direction", "upgrade"),
                                state=entry.get("state", "pending"), error=entry.get("error"))
         for name, n in _count(database, names, s.selector).items():
             report.collection(name).remaining = n
         for name, n in _count(database, names, s.invalid).items():
             report.collection(name).invalid = n
-        report.ledger = {k: entry.get(k) for k in ("started_at", "finished_at", "host", "counts",
+        report.ledger = {k: entry.get(k) for k in ("started_at", "finished_at", "host", "user", "counts",
                                                     "last_collection", "last_id", "checksum")}
         result.reports.append(report)
     holder = lock_module.holder(database)
@@ -256,8 +281,9 @@ def status(*, collections=(), uri: str | None = None, versions: Path | str | Non
     return result
 
 
-def verify(*, collections=(), uri: str | None = None, versions: Path | str | None = None) -> Result:
-    """``ok`` only if no document is in a shape a datafix migrates and none is invalid."""
+def verify(*, collections=(), uri: str | None = None, versions=None) -> Result:
+    """``ok`` only if no document is in a shape a datafix migrates, none is invalid, and no
+    applied file changed."""
     result = status(collections=collections, uri=uri, versions=versions)
     result.command = "verify"
     pending = sum(c.remaining for r in result.reports for c in r.collections.values())
@@ -278,9 +304,9 @@ def unlock(*, force: bool = False, uri: str | None = None) -> dict | None:
     return lock_module.force_release(connect(uri))
 
 
-def new(name: str, *, versions: Path | str | None = None) -> Path:
-    """Create the next datafix file from the template and return its path."""
-    return script_module.create(name, versions)
+def new(name: str, *, sequence: str = script_module.PROC, versions=None) -> Path:
+    """Create the next datafix file of ``sequence`` from the template and return its path."""
+    return script_module.create(name, versions, sequence=sequence)
 
 
 def prune_backups(*, older_than_days: float, uri: str | None = None,
@@ -293,5 +319,55 @@ def prune_backups(*, older_than_days: float, uri: str | None = None,
         return Backups(database).prune(timedelta(days=older_than_days))
 
 
-__all__ = ["Result", "downgrade", "new", "prune_backups", "status", "targets", "unlock",
-           "upgrade", "verify"]
+def stamp(version: str, *, uri: str | None = None, versions=None,
+          lock_ttl: float = lock_module.TTL) -> Result:
+    """Record ``version`` as applied without running it (state stamped, with host, user and
+    time), for a database migrated by other means. Already applied or stamped: no change."""
+    scripts = script_module.discover(versions)
+    s = script_module.find(scripts, version)
+    database = connect(uri)
+    result = Result("stamp")
+    with Lock(database, command="stamp", ttl=lock_ttl):
+        ledger = Ledger(database)
+        entry = ledger.get(s.label) or {}
+        if entry.get("state") in DONE:
+            result.messages.append(f"datafix {s.label} is already {entry['state']}; nothing written")
+        else:
+            ledger.stamp(s)
+            result.messages.append(f"stamped datafix {s.label} ({s.description}) as applied, "
+                                   "without running it")
+    return result
+
+
+def accept(version: str, *, uri: str | None = None, versions=None,
+           lock_ttl: float = lock_module.TTL) -> Result:
+    """After a review, record the changed file of an applied (or stamped) ``version``: the
+    ledger takes its new checksum and keeps the old one in ``accepted``."""
+    scripts = script_module.discover(versions)
+    s = script_module.find(scripts, version)
+    database = connect(uri)
+    result = Result("accept")
+    with Lock(database, command="accept", ttl=lock_ttl):
+        ledger = Ledger(database)
+        entry = ledger.get(s.label) or {}
+        if entry.get("state") not in DONE:
+            raise ScriptError(f"datafix {s.label} is {entry.get('state') or 'not in the ledger'}: "
+                              "only an applied or stamped datafix has a checksum to accept")
+        if entry.get("checksum") == s.checksum:
+            result.messages.append(f"datafix {s.label} is unchanged; nothing to accept")
+        else:
+            ledger.accept(s, entry.get("checksum"))
+            result.messages.append(f"accepted the changed file of datafix {s.label} ({s.path}): "
+                                   f"checksum {str(entry.get('checksum'))[:12]} -> {s.checksum[:12]}")
+    return result
+
+
+def history(*, uri: str | None = None, versions=None) -> list[dict]:
+    """Every ledger entry's kept runs, stamps and accepts, oldest first (``migrations.history``)."""
+    scripts = script_module.discover(versions)
+    database = connect(uri)
+    return history_module.rows(Ledger(database).all(), scripts)
+
+
+__all__ = ["Result", "accept", "downgrade", "history", "new", "prune_backups", "stamp", "status",
+           "targets", "unlock", "upgrade", "verify"]

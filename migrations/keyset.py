@@ -70,18 +70,19 @@ def after(last_id=None, *, started: bool = True) -> dict:
 
 
 def among(ids: list, selector: dict) -> dict:
-    """The filter of one batch: ``_id`` among ``ids`` (the batch's walked ``_id``s), and
-    still matching ``selector`` (so a document already migrated is never written again).
+    """The filter of one batch's write on the embedded database: ``_id`` among ``ids``, and
+    still matching ``selector`` (under ``$and``, so it may name ``_id`` too).
 
-    ``$in`` on ``_id`` is one ``_id`` index lookup per listed id on a real server, and one
-    store-key lookup per id on the embedded database (``proc.embedded``). Equality covers
-    every walked bracket; the selector goes under ``$and`` so it may name ``_id`` too.
+    ``proc.embedded`` serves ``_id $in`` (top level, or a clause of a top-level ``$and``)
+    as one store-key lookup per id. Not for a real server: SecantusDB answers ``_id $in``
+    combined with other conditions with a collection scan (``migrations.match``).
     """
     return {"_id": {"$in": list(ids)}, "$and": [selector]}
 
 
 def guarded(doc_id, selector: dict) -> dict:
-    """The filter of one document's write: its ``_id``, and still matching ``selector``.
+    """The filter of one document's write: its ``_id``, and still matching ``selector``
+    (the per-document shape of ``migrations.match.update_batch``).
 
     ``_id`` equality is an ``_id`` index point lookup on mongod and on SecantusDB (which
     scans the collection for ``_id $in`` combined with other conditions), and a store-key

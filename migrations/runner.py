@@ -3,7 +3,8 @@
 The ctx API (see docs/datafix.md):
 
 - ``ctx.collections`` (names), ``ctx.collection(name)``, ``ctx.dry_run``, ``ctx.options``
-  (e.g. ``include_processing``), ``ctx.batch_size``, ``ctx.revision``.
+  (e.g. ``include_processing``), ``ctx.batch_size``, ``ctx.revision`` (the datafix's
+  label: ``0001`` in proc's sequence, ``myapp:0001`` in another; backups are keyed by it).
 - ``ctx.report_invalid(query, fields)``: count and list documents it will not touch.
 - ``ctx.refuse(query, message)``: stop before any write if any document matches
   (in a dry run: say that the run would stop).
@@ -22,7 +23,7 @@ from typing import Callable
 
 from pymongo import UpdateOne
 
-from . import keyset
+from . import keyset, match
 from .backup import Backups
 from .errors import DatafixError, LockHeld, Refused
 from .ledger import APPLIED, FAILED, ROLLED_BACK, Ledger
@@ -100,13 +101,13 @@ class Context:
             raise ValueError("batch size must be at least 1")
         self.db = database
         self.script = script
-        self.revision = script.revision
+        self.revision = script.label
         self.collections = list(collections)
         self.direction = direction
         self.dry_run = dry_run
         self.options = dict(options or {})
         self.batch_size = batch_size
-        self.report = DatafixReport(script.revision, script.description, direction, dry_run)
+        self.report = DatafixReport(script.label, script.description, direction, dry_run)
         self.run_id = uuid.uuid4().hex
         self._lock = lock
         self._progress = progress or Progress()
@@ -164,13 +165,17 @@ class Context:
 
         Per batch: one sorted query reads the next ``batch_size`` documents still matching
         ``select`` (their ``_id`` and ``backup`` fields), one insert stores those values in
-        the backup collection, one ``bulk_write`` rewrites them with the pipeline, one
-        ``UpdateOne`` per document filtered by its ``_id`` plus ``select``, then the ledger
-        records progress and the lock is renewed: five round trips. Each write's filter is
-        one ``_id`` equality (an ``_id`` index lookup on mongod and on SecantusDB, a store-key
-        lookup on the embedded database) guarded by ``select``, so a document a concurrent
-        writer changed since the read is not written. No filter mixes ``_id $in`` with the
-        selector: SecantusDB answers that shape with a collection scan per batch.
+        the backup collection, the write migrates them (``match.update_batch``), then the
+        ledger records progress and the lock is renewed: four round trips plus the write's
+        (one per 100 ids on a real server, one on the embedded database). On a real server
+        the write is one ``update_many`` filtered by ``_id $in`` the batch alone (an ``_id``
+        index lookup per id on mongod and on SecantusDB, which scans for ``_id $in`` plus
+        other conditions) per 100 ids, whose pipeline re-checks ``select`` with ``$cond``;
+        where that cannot be written exactly, one ``UpdateOne`` per document filtered by its
+        ``_id`` plus ``select``; on the embedded database one ``update_many`` of ``_id $in``
+        plus ``select`` (store-key lookups there). Either way a document a
+        concurrent writer moved out of ``select`` since the read is not written, and one
+        that came to match after the read is not in the batch (never migrated unbacked).
         ``rows`` (label -> filter) are counted in a dry run, which writes nothing.
         """
         self._selects.append(select)
@@ -180,6 +185,7 @@ class Context:
         self._begin()
         self._backups.ensure_index()
         projection = {"_id": 1, **{f: 1 for f in backup}}
+        guarded = match.shape(select, pipeline)
         for name in self.collections:
             coll = self.collection(name)
             rep = self.report.collection(name)
@@ -188,11 +194,10 @@ class Context:
                 ids = [d["_id"] for d in batch]
                 self._backups.save([Backups.record(self.revision, name, self.run_id, d, backup)
                                     for d in batch])
-                result = coll.bulk_write([UpdateOne(keyset.guarded(i, select), pipeline)
-                                          for i in ids], ordered=False)
+                modified = match.update_batch(coll, ids, select, pipeline, guarded)
                 rep.matched += len(batch)
-                rep.migrated += result.modified_count
-                rep.skipped += max(0, len(batch) - result.modified_count)
+                rep.migrated += modified
+                rep.skipped += max(0, len(batch) - modified)
                 self._after_batch(name, rep, batch, ids[-1])
             self._progress.finish()
 
@@ -218,7 +223,8 @@ class Context:
         A document whose ``witness`` fields equal ``expected(backup values)`` is still as the
         upgrade left it: it gets exactly the backed-up values back (one ``bulk_write`` per
         batch). Any other (no backup, or changed since) is converted by the ``inverse``
-        pipeline (one ``update_many`` per batch) and reported. A dry run writes nothing.
+        pipeline (one write per batch, of the shape ``rewrite`` uses) and reported. A dry
+        run writes nothing.
         """
         self._selects.append(select)
         if self.dry_run:
@@ -226,6 +232,7 @@ class Context:
         else:
             self._begin()
         projection = {f: 1 for f in witness}
+        guarded = match.shape(select, inverse)
         for name in self.collections:
             coll = self.collection(name)
             rep = self.report.collection(name)
@@ -252,8 +259,8 @@ class Context:
                 restored = coll.bulk_write(ops, ordered=False).modified_count if ops else 0
                 rep.restored += restored
                 if converted or restored < len(ops):  # those changed meanwhile still match select
-                    result = coll.update_many(keyset.among(ids, select), inverse)
-                    _note_converted(rep, converted, result.modified_count)
+                    _note_converted(rep, converted,
+                                    match.update_batch(coll, ids, select, inverse, guarded))
                 self._after_batch(name, rep, batch, ids[-1])
             if not self.dry_run:
                 self._progress.finish()
@@ -264,7 +271,8 @@ class Context:
         if not self._begun and not self.dry_run:
             if self._lock is not None:
                 self._lock.ensure()
-            self._ledger.start(self.script, self.run_id, self.direction, self._previous)
+            self._ledger.start(self.script, self.run_id, self.direction, self._previous,
+                               allowed_changed=bool(self.options.get("allowed_changed")))
             self._begun = True
 
     def _after_batch(self, name: str, rep: CollectionReport, batch: list, last_id) -> None:

@@ -1,15 +1,28 @@
-"""The datafix files: discovery, ordering, checksums and the template for new ones.
+"""The datafix files: sequences, discovery, ordering, checksums and the template for new ones.
 
-A datafix is one file ``versions/<id>_<slug>.py`` with a docstring header and
+A datafix is one file ``<directory>/<id>_<slug>.py`` with a docstring header and
 module-level ``revision`` (the id, digits), ``description``, ``selector`` (the documents
 it migrates), ``invalid`` (the documents it reports and leaves alone), and
-``upgrade(ctx)`` / ``downgrade(ctx)``. Files are ordered by id; every file the ledger
-does not record as applied runs, whatever its id (no high-water mark).
+``upgrade(ctx)`` / ``downgrade(ctx)``.
+
+Each directory is one *sequence* with a name: proc's own ``migrations/versions`` is
+``proc``; any other directory names its sequence in a file ``sequence.txt`` (one line,
+e.g. ``myapp``), as Alembic's ``version_locations`` each carry a branch label. The
+directories come from ``--versions`` / ``PROC_DATAFIX_VERSIONS`` (``:``-separated);
+proc's own is always first, the others follow in the order given. Within a sequence,
+files are ordered by id; every file the ledger does not record as applied runs,
+whatever its id (no high-water mark).
+
+A datafix's *label* is what commands take as ``VERSION`` and what the ledger and the
+backups key it by: the bare id for proc's own (``0001``, as ledgers always were) and
+``sequence:id`` for the others (``myapp:0001``), so ids never collide across sequences.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,8 +31,13 @@ from types import ModuleType
 
 from .errors import ScriptError
 
-#: The datafix files shipped with the application.
+#: The datafix files shipped with proc: the ``proc`` sequence.
 VERSIONS_DIR = Path(__file__).parent / "versions"
+PROC = "proc"
+#: The file naming a directory's sequence (every directory but proc's own has one).
+MARKER = "sequence.txt"
+ENV = "PROC_DATAFIX_VERSIONS"
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 TEMPLATE = Path(__file__).parent / "script.py.tmpl"
 _FILE = re.compile(r"^(\d+)_([a-z0-9_]+)\.py$")
 _REQUIRED = ("revision", "description", "selector", "invalid", "upgrade", "downgrade")
@@ -33,6 +51,14 @@ class Script:
     path: Path
     module: ModuleType
     checksum: str
+    sequence: str = PROC
+    #: Place in the run order of every configured sequence (proc's first).
+    position: int = 0
+
+    @property
+    def label(self) -> str:
+        """``0001`` for proc's own sequence, ``myapp:0001`` for another one."""
+        return self.revision if self.sequence == PROC else f"{self.sequence}:{self.revision}"
 
     @property
     def description(self) -> str:
@@ -50,10 +76,20 @@ class Script:
 
     @property
     def order(self) -> int:
+        """The id as a number (ordering within the sequence)."""
         return int(self.revision)
 
     def __str__(self) -> str:
-        return f"{self.revision} {self.description}"
+        return f"{self.label} {self.description}"
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """One directory of datafix files and the name it gives them."""
+
+    name: str
+    directory: Path
+    scripts: tuple
 
 
 def checksum(path: Path) -> str:
@@ -83,11 +119,42 @@ def _load(path: Path, revision: str) -> ModuleType:
 _cache: dict[tuple[Path, str], Script] = {}
 
 
-def discover(directory: Path | str | None = None) -> list[Script]:
-    """Every datafix in ``directory`` (default: the shipped ones), in id order."""
-    directory = Path(directory or VERSIONS_DIR)
-    if not directory.is_dir():
-        raise ScriptError(f"datafix directory {directory} does not exist")
+def directories(versions=None) -> list[Path]:
+    """proc's own directory, then every directory of ``versions`` (``:``-separated string,
+    a path, or a list of them; default ``$PROC_DATAFIX_VERSIONS``), in order, once each."""
+    if versions is None:
+        versions = os.environ.get(ENV) or ""
+    items = [versions] if isinstance(versions, (str, Path)) else list(versions)
+    found = [VERSIONS_DIR]
+    for item in items:
+        for part in str(item).split(":"):
+            if not part.strip():
+                continue
+            path = Path(part.strip()).expanduser()
+            if not path.is_dir():
+                raise ScriptError(f"datafix directory {part} (--versions / {ENV}) does not exist: "
+                                  "create it or remove it from the list")
+            if all(path.resolve() != known.resolve() for known in found):
+                found.append(path)
+    return found
+
+
+def sequence_name(directory: Path) -> str:
+    """``proc`` for proc's own directory, else the name in the directory's ``sequence.txt``."""
+    if directory.resolve() == VERSIONS_DIR.resolve():
+        return PROC
+    marker = directory / MARKER
+    if not marker.is_file():
+        raise ScriptError(f"datafix directory {directory} does not name its sequence: write its name "
+                          f"(e.g. myapp) into {marker}")
+    name = marker.read_text(encoding="utf-8").strip()
+    if not _NAME.match(name):
+        raise ScriptError(f"{marker} names the sequence {name!r}: use lower-case letters, digits, "
+                          "'-' or '_', starting with a letter (at most 40)")
+    return name
+
+
+def _scan(directory: Path, name: str) -> list[Script]:
     found: dict[int, Script] = {}
     for path in sorted(directory.glob("*.py")):
         match = _FILE.match(path.name)
@@ -98,24 +165,62 @@ def discover(directory: Path | str | None = None) -> list[Script]:
         if script is None:
             script = _cache[(path, digest)] = Script(revision, path, _load(path, revision), digest)
         if script.order in found:
-            raise ScriptError(f"two datafixes have id {revision}: {found[script.order].path.name} "
-                              f"and {path.name}; renumber one (`procctl datafix new` picks the next id)")
-        found[script.order] = script
+            raise ScriptError(f"two datafixes of sequence {name!r} have id {revision}: "
+                              f"{found[script.order].path} and {path}; renumber one "
+                              "(`procctl datafix new` picks the next id)")
+        found[script.order] = dataclasses.replace(script, sequence=name)
     return [found[order] for order in sorted(found)]
 
 
+def sequences(versions=None) -> list[Sequence]:
+    """Every configured sequence, proc's first; two directories may not share a name."""
+    result: list[Sequence] = []
+    for directory in directories(versions):
+        name = sequence_name(directory)
+        for other in result:
+            if other.name == name:
+                raise ScriptError(f"datafix directories {other.directory} and {directory} both name "
+                                  f"their sequence {name!r}: give one another name in its {MARKER}")
+        result.append(Sequence(name, directory, tuple(_scan(directory, name))))
+    return result
+
+
+def discover(versions=None) -> list[Script]:
+    """Every datafix of every configured sequence, in run order: proc's sequence first, then
+    the others in the order given, each in id order."""
+    scripts = [s for seq in sequences(versions) for s in seq.scripts]
+    return [dataclasses.replace(s, position=i) for i, s in enumerate(scripts)]
+
+
+def known(scripts: list[Script]) -> str:
+    return ", ".join(s.label for s in scripts) or "none"
+
+
+def find(scripts: list[Script], version: str) -> Script:
+    """The datafix a ``VERSION`` names: ``0001`` (proc's sequence) or ``myapp:0001``."""
+    text = str(version).strip()
+    name, _, revision = text.rpartition(":")
+    name = name or PROC
+    names = list(dict.fromkeys([PROC, *(s.sequence for s in scripts)]))
+    if name not in names:
+        raise ScriptError(f"no datafix sequence is named {name!r} (in {text!r}); known sequences: "
+                          f"{', '.join(names)}")
+    if not revision.isdigit():
+        raise ScriptError(f"{text!r} is not a datafix version: give an id (0001) or sequence:id "
+                          f"(myapp:0001); known: {known(scripts)}")
+    for s in scripts:
+        if s.sequence == name and s.order == int(revision):
+            return s
+    raise ScriptError(f"no datafix {text!r}; known: {known(scripts)}")
+
+
 def resolve(scripts: list[Script], revision: str | None) -> int | None:
-    """The numeric id ``--to`` names (``0`` or ``base`` means before the first datafix)."""
+    """The run-order position ``--to`` names (``base`` or ``0``: before the first datafix)."""
     if revision is None:
         return None
     if revision in ("base", "0") or revision.strip("0") == "":
-        return 0
-    if not revision.isdigit():
-        raise ScriptError(f"--to {revision!r} is not a datafix id (digits, or 'base')")
-    if int(revision) not in {s.order for s in scripts}:
-        known = ", ".join(s.revision for s in scripts) or "none"
-        raise ScriptError(f"no datafix has id {revision} (known: {known})")
-    return int(revision)
+        return -1
+    return find(scripts, revision).position
 
 
 def slug(name: str) -> str:
@@ -125,12 +230,16 @@ def slug(name: str) -> str:
     return text[:60]
 
 
-def create(name: str, directory: Path | str | None = None, *, now: datetime | None = None) -> Path:
-    """Write the next datafix file from the template and return its path."""
-    directory = Path(directory or VERSIONS_DIR)
-    scripts = discover(directory)
-    revision = f"{(scripts[-1].order if scripts else 0) + 1:04d}"
-    path = directory / f"{revision}_{slug(name)}.py"
+def create(name: str, versions=None, *, sequence: str = PROC, now: datetime | None = None) -> Path:
+    """Write the next datafix file of ``sequence`` from the template and return its path."""
+    title = slug(name)
+    found = {seq.name: seq for seq in sequences(versions)}
+    if sequence not in found:
+        raise ScriptError(f"no datafix sequence is named {sequence!r}; known sequences: "
+                          f"{', '.join(found)} (add a directory with --versions / {ENV})")
+    seq = found[sequence]
+    revision = f"{(seq.scripts[-1].order if seq.scripts else 0) + 1:04d}"
+    path = seq.directory / f"{revision}_{title}.py"
     when = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M:%S UTC")
     text = TEMPLATE.read_text(encoding="utf-8")
     for key, value in (("revision", revision), ("description", name.strip()), ("date", when)):

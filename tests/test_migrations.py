@@ -22,6 +22,7 @@ from migrations.ledger import COLLECTION as LEDGER
 from proc.cli import cli
 from proc.exceptions import ConfigurationError
 from proc.timeutil import utcnow
+from datafix_toys import add_toy, sequence_dir
 from support import wait_for
 
 MAPPING = {"CREATED": "READY", "SUCCESS": "SUCCESS", "FAILURE": "FAILURE"}
@@ -348,65 +349,37 @@ def test_stale_lock_is_taken_over_and_unlock_force_releases(database):
 
 @pytest.fixture
 def versions(tmp_path):
-    shutil.copy(script.VERSIONS_DIR / "0001_tasks_to_process_status.py", tmp_path)
-    return tmp_path
-
-
-TOY = '''"""Toy datafix {rev}."""
-revision = "{rev}"
-description = "toy {rev}"
-selector = {{"toy_{rev}": {{"$exists": True}}}}
-invalid = {{"_never_": {{"$exists": True}}}}
-
-
-def upgrade(ctx):
-    ctx.rewrite(select=selector, backup=("toy_{rev}", "done_{rev}"), rows={{}},
-                pipeline=[{{"$set": {{"done_{rev}": True}}}}, {{"$unset": ["toy_{rev}"]}}])
-
-
-def downgrade(ctx):
-    ctx.restore(select={{"done_{rev}": True}}, witness=("done_{rev}",), expected=lambda b: {{"done_{rev}": True}},
-                inverse=[{{"$unset": ["done_{rev}"]}}], rows={{}})
-'''
-
-
-def test_checksum_warning_when_an_applied_file_changes(database, versions):
-    legacy_data.populate(database, 10, processing=False, odd=False)
-    assert command.upgrade(versions=versions).ok
-    assert not command.status(versions=versions).warnings
-    path = versions / "0001_tasks_to_process_status.py"
-    path.write_text(path.read_text() + "\n# a later edit\n")
-    warnings = command.status(versions=versions).to_dict()["warnings"]
-    assert any("changed after it was applied" in w for w in warnings)
-    result = datafix("--versions", str(versions), "upgrade", "--yes")
-    assert "changed after it was applied" in result.output
+    """An application sequence ``app`` (empty), beside proc's own."""
+    return sequence_dir(tmp_path, "app")
 
 
 def test_late_merged_datafix_with_a_lower_id_still_runs(database, versions):
     database.upload.insert_many([{"_id": 1, "toy_0002": 1, "toy_0003": 1, "process_status": "READY"}])
-    (versions / "0003_toy.py").write_text(TOY.format(rev="0003"))
+    add_toy(versions, "0003")
     assert command.upgrade(versions=versions).ok
     assert database.upload.find_one({"_id": 1}).get("done_0003") is True
-    (versions / "0002_toy.py").write_text(TOY.format(rev="0002"))
+    add_toy(versions, "0002")
     result = command.upgrade(versions=versions)
     assert [(r.revision, r.state) for r in result.reports] == \
-        [("0001", "nothing to do"), ("0002", "applied"), ("0003", "nothing to do")]
+        [("0001", "nothing to do"), ("app:0002", "applied"), ("app:0003", "nothing to do")]
     assert database.upload.find_one({"_id": 1}).get("done_0002") is True
     down = command.downgrade(versions=versions, to="0001")
-    assert [r.revision for r in down.reports] == ["0003", "0002"]
+    assert [r.revision for r in down.reports] == ["app:0003", "app:0002"]
     assert database.upload.find_one({"_id": 1}) == {"_id": 1, "toy_0002": 1, "toy_0003": 1,
                                                      "process_status": "READY"}
-    assert command.upgrade(versions=versions, to="0002").reports[-1].revision == "0002"
+    assert command.upgrade(versions=versions, to="app:0002").reports[-1].revision == "app:0002"
 
 
-def test_new_creates_the_next_numbered_file(database, versions):
-    result = datafix("--versions", str(versions), "new", "Fill parent key")
-    assert result.exit_code == 0
+def test_new_creates_the_next_numbered_file_of_a_sequence(database, versions):
+    add_toy(versions, "0001")
+    result = datafix("--versions", str(versions), "new", "--sequence", "app", "Fill parent key")
+    assert result.exit_code == 0, result.output
     path = versions / "0002_fill_parent_key.py"
     assert path.exists() and 'revision = "0002"' in path.read_text()
-    assert [s.revision for s in script.discover(versions)] == ["0001", "0002"]
+    assert [s.label for s in script.discover(versions)] == ["0001", "app:0001", "app:0002"]
     shutil.copy(path, versions / "0002_duplicate.py")
-    assert datafix("--versions", str(versions), "status").exit_code == 2
+    duplicate = datafix("--versions", str(versions), "status")
+    assert duplicate.exit_code == 2 and "0002_duplicate.py" in duplicate.output
 
 
 # -- verify, status, guard, prune -----------------------------------------------------------------
@@ -456,8 +429,12 @@ def test_keyset_walk_covers_mixed_id_types(database):
         assert sorted(map(k, walked)) == sorted(map(k, ids)) and len(walked) == len(ids)
 
 
-def test_each_write_is_filtered_by_one_id_and_the_selector_and_skips_a_concurrent_change(database):
+def test_each_batch_write_is_index_served_and_skips_a_concurrent_change(database):
+    """Real server: one update_many per 100 ids filtered by ``_id $in`` alone, its pipeline
+    re-checking the selector. Embedded: one update_many of ``_id $in`` plus the selector."""
     from datetime import datetime
+
+    import support
 
     ids = [None, -3, 2, 2.5, "a", "b", b"bin", ObjectId(), False, datetime(2021, 1, 1)]
     database.upload.insert_many([{"_id": i, "tasks": ["t"], "tasks_status": "CREATED"} for i in ids])
@@ -466,18 +443,22 @@ def test_each_write_is_filtered_by_one_id_and_the_selector_and_skips_a_concurren
               "tasks_status.0": {"$exists": False}}
     assert keyset.guarded("a", {"x": 1}) == {"_id": "a", "x": 1}
     assert keyset.guarded("a", {"_id": 1}) == {"_id": "a", "$and": [{"_id": 1}]}
-    writes, uses_in = [], []
+    bulk, many = [], []
     original_bulk, original_many = type(database.upload).bulk_write, type(database.upload).update_many
 
-    def bulk_spy(self, requests, *args, **kwargs):
-        if not writes:  # another writer migrates 2 between the batch's read and its write
+    def concurrent_writer(self):
+        if not bulk and not many:  # another writer migrates 2 between the batch's read and its write
             self.update_one({"_id": 2}, {"$set": {"process_status": "READY"},
                                            "$unset": {"tasks": "", "tasks_status": ""}})
-        writes.append([r._filter for r in requests])
+
+    def bulk_spy(self, requests, *args, **kwargs):
+        concurrent_writer(self)
+        bulk.append([r._filter for r in requests])
         return original_bulk(self, requests, *args, **kwargs)
 
     def many_spy(self, filter, *args, **kwargs):
-        uses_in.append(filter)
+        concurrent_writer(self)
+        many.append(filter)
         return original_many(self, filter, *args, **kwargs)
 
     type(database.upload).bulk_write, type(database.upload).update_many = bulk_spy, many_spy
@@ -487,9 +468,15 @@ def test_each_write_is_filtered_by_one_id_and_the_selector_and_skips_a_concurren
         type(database.upload).bulk_write, type(database.upload).update_many = original_bulk, original_many
     totals = result.reports[0].totals()
     assert result.ok and totals["migrated"] == len(ids) - 1 and totals["skipped"] == 1
-    assert len(writes) == 4 and not uses_in  # one bulk_write per batch, no update_many
-    assert all(f == {"_id": f["_id"], **select} for batch in writes for f in batch)
-    assert [k(f["_id"]) for batch in writes for f in batch] == [k(i) for i in ids]  # BSON order
+    if support.real_tier():
+        assert len(many) == 4 and not bulk  # one update_many per batch
+        assert all(list(f) == ["_id"] and list(f["_id"]) == ["$in"] for f in many)
+        written = [i for f in many for i in f["_id"]["$in"]]
+    else:
+        assert len(many) == 4 and not bulk  # one update_many per batch, served by store key
+        assert all(f == {"_id": f["_id"], "$and": [select]} for f in many)
+        written = [i for f in many for i in f["_id"]["$in"]]
+    assert [k(i) for i in written] == [k(i) for i in ids]  # BSON order
     assert database.upload.find_one({"_id": 2}) == {"_id": 2, "process_status": "READY"}
     entry = database[LEDGER].find_one({"_id": "0001"})
     assert entry["last_id"] == datetime(2021, 1, 1)  # the last _id walked
