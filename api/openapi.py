@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .overview import ACTIVE, STATUSES
-from .queries import MAX_LIMIT
+from .listing import MAX_LIMIT
 
 
 def _ref(name: str) -> dict:
