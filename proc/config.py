@@ -47,6 +47,8 @@ class Settings:
     """PROC_SWEEP_INTERVAL: seconds between two sweeps of the monitor (Celery beat, procctl monitor)."""
     api_token: str | None = None
     """PROC_API_TOKEN: when set, the HTTP API and page require it."""
+    bulk_limit: int = 10000
+    """PROC_BULK_LIMIT: at most this many processes per bulk action (``proc.bulk``)."""
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
@@ -77,6 +79,7 @@ class Settings:
             ("db_outage_timeout", "PROC_DB_OUTAGE_TIMEOUT", float),
             ("sweep_interval", "PROC_SWEEP_INTERVAL", float),
             ("check_bucket", "PROC_CHECK_BUCKET", float),
+            ("bulk_limit", "PROC_BULK_LIMIT", int),
         ):
             if env.get(var):
                 try:

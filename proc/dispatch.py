@@ -225,24 +225,30 @@ def release_slot(kind, attempt: Attempt) -> None:
 
 
 def redispatch(kind, raw: dict, *, note: str, by: str | None = None, warnings=(),
-               sources=None, guard: dict | None = None) -> dict | None:
+               sources=None, guard: dict | None = None, fetch: bool = True) -> dict | None:
     """Send a stuck or failed process (``raw``, its whole document) again as a new attempt
-    (monitor and admin)."""
+    (monitor and admin). With ``fetch=False`` (bulk actions, which hold ``raw`` already) the
+    write is a plain ``update_one`` and nothing is read back: the result is ``raw`` with
+    this write's fields (or the DISPATCHED write's)."""
     attempt = Attempt.of(kind.collection, raw)
     after = machine.transition(attempt, "redispatch", Change(
         fields={"celery_task_id": str(uuid.uuid4()), "worker_hostname": None, "heartbeat": None,
                 "current_process_step": None, "complete_time": None, "deadline": None},
         warnings=warnings, note=note, by=by, host=socket.gethostname(), sources=sources, guard=guard),
-        fetch=True)
+        fetch=fetch)
     if after is None:
         return None
+    if not fetch:
+        after = {**raw, **after}
     if kind.settings.limit:
         limits.release(kind.name, attempt.key)
     coll = kind.cls._get_collection()
     try:
         sent = send(kind, after)
     except BrokerUnavailable:
-        return coll.find_one({"_id": raw["_id"]})
+        return coll.find_one({"_id": raw["_id"]}) if fetch else after
+    if not fetch:
+        return {**after, **sent} if sent else after
     return sent or coll.find_one({"_id": raw["_id"]})
 
 #: Names that moved in the redesign: importable from here for one release, with a warning.
