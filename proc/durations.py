@@ -1,7 +1,7 @@
 """Durations as operators type them, one syntax for the whole CLI and API.
 
 ``90s``, ``15m``, ``1h``, ``2d``, or a plain number of seconds (``90``, ``1.5``). A unit is one
-letter after the number, with no space; the value is zero or more and finite. Anything else
+letter after the number, with no space; the value is zero or more and at most a hundred years. Anything else
 raises ``InvalidDuration`` (a ``ValueError``) saying what was given and what is accepted.
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ from .exceptions import ProcError
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)(?P<unit>[smhd]?)")
 SYNTAX = "90s, 15m, 1h, 2d or a plain number of seconds"
+MAX_SECONDS = 36500 * 86400.0
+"""A hundred years: anything longer is a typo (and past what a date can be shifted by)."""
 
 
 class InvalidDuration(ProcError, ValueError):
@@ -36,6 +38,8 @@ def parse_duration(value, name: str = "duration") -> float:
         raise InvalidDuration(f"{name} must be a duration ({SYNTAX}), got {type(value).__name__}")
     if seconds < 0 or not math.isfinite(seconds):
         raise InvalidDuration(f"{name} must be zero or more and finite ({SYNTAX}), got {value!r}")
+    if seconds > MAX_SECONDS:
+        raise InvalidDuration(f"{name} is at most 36500d (a hundred years), got {value!r}")
     return seconds
 
 
