@@ -100,8 +100,8 @@ def cancel(collection: str, id, *, by: str) -> dict:
         fetch=True)
     if after is None:
         raise TransitionConflict(f"{collection}/{id} changed while being cancelled; look again")
-    task_ids = [raw["celery_task_id"]] if raw.get("celery_task_id") else []
-    task_ids += cancel_subtree(attempt, by=by)
+    ended = [(attempt, raw)] + cancel_subtree(attempt, by=by)
+    task_ids = [r["celery_task_id"] for _, r in ended if r.get("celery_task_id")]
     if task_ids:
         try:
             messaging.get_app().control.revoke(task_ids)
@@ -111,26 +111,28 @@ def cancel(collection: str, id, *, by: str) -> dict:
     return after
 
 
-def cancel_subtree(root: Attempt, *, by: str) -> list[str]:
+def cancel_subtree(root: Attempt, *, by: str) -> list[tuple[Attempt, dict]]:
     """Cancel the active descendants of the cancelled attempt ``root``: level by level, one
     read and one conditional write per collection (and attempt number) that holds children
-    of the level. The parents' joins do not run. Returns the task ids to revoke."""
+    of the level. The parents' joins do not run. Returns each cancelled attempt with its
+    document as it was read before the cancel."""
     return cancel_subtrees([root], by=by)
 
 
-def cancel_subtrees(roots, *, by: str) -> list[str]:
+def cancel_subtrees(roots, *, by: str) -> list[tuple[Attempt, dict]]:
     """``cancel_subtree`` of many cancelled attempts at once (bulk cancel): the same level by
     level walk, each level's reads and writes shared by every root."""
     processing = sorted(s.value for s in machine.RULES["fail"].sources)
     note = f"cancelled by {by}"
     change = Change(errors=[f"{note} (with its parent)"], note=note, by=by, host=socket.gethostname())
-    keys, task_ids = [root.key for root in roots], []
+    keys, ended = [root.key for root in roots], []
     while keys:
         level: list[str] = []
         for cls in {c._get_collection_name(): c for c in registry.proc_classes()}.values():
             coll = cls._get_collection()
             found = list(coll.find({"parent_key": {"$in": keys}, "process_status": {"$in": processing}},
-                                   {"attempt": 1, "celery_task_id": 1, "current_process": 1, "parent": 1}))
+                                   {"attempt": 1, "celery_task_id": 1, "current_process": 1, "parent": 1,
+                                    "process_status": 1, "worker_hostname": 1}))
             by_number: dict[int, list] = {}
             for child in found:
                 by_number.setdefault(child.get("attempt", 0), []).append(child)
@@ -141,6 +143,6 @@ def cancel_subtrees(roots, *, by: str) -> list[str]:
                     child_attempt = Attempt.of(coll.name, child)
                     execution.attempt_over(registry.kind_of(cls, child), child_attempt, parent=False)
                     level.append(child_attempt.key)
-                    task_ids += [child["celery_task_id"]] if child.get("celery_task_id") else []
+                    ended.append((child_attempt, child))
         keys = level
-    return task_ids
+    return ended

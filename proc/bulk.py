@@ -15,9 +15,10 @@ single action, recorded in its history with ``by`` and a note naming this bulk c
   in the meantime is not changed (it is listed in ``skipped`` with its reason); then one
   slot release per limited kind, one subtree walk for every cancelled root
   (``admin.cancel_subtrees``), one revoke, and the parents told once each, at the end;
-- redispatch begins a new attempt with a task id of its own per document: one conditional
-  write per document (``dispatch.redispatch(fetch=False)``), and the DISPATCHED write once
-  the broker took its message, as the single action; no read per document.
+- redispatch begins a new attempt with a task id of its own per document: per batch and
+  collection one ``transitions.transition_each`` (one ``bulk_write`` of the single action's
+  conditional writes, one read of which landed), one publish per message, and per kind one
+  more ``transition_each`` for DISPATCHED (``dispatch.send_many``).
 
 Each real call is recorded once in ``proc_bulk_actions`` (``recent()`` lists them).
 """
@@ -31,7 +32,7 @@ from datetime import datetime
 
 from bson import ObjectId
 
-from . import admin, config, db, dispatch, execution, limits, machine, messaging, registry, stuck
+from . import admin, config, db, dispatch, execution, limits, machine, messaging, registry, stuck, transitions
 from .exceptions import IllegalTransition, ProcError, ProcessHealthy
 from .filters import Filter
 from .machine import Attempt, Change
@@ -237,7 +238,8 @@ def _over(action: str, changed: list[Match], by: str, parents: dict) -> None:
     attempts = [Attempt.of(m.collection, m.raw) for m in active]
     task_ids = [a.task_id for a in attempts if a.task_id] if action == "cancel" else []
     if action == "cancel" and attempts:
-        task_ids += admin.cancel_subtrees(attempts, by=by)
+        task_ids += [r["celery_task_id"] for _, r in admin.cancel_subtrees(attempts, by=by)
+                     if r.get("celery_task_id")]
     if task_ids:
         try:
             messaging.get_app().control.revoke(task_ids)
@@ -264,13 +266,28 @@ def _release(active: list[Match]) -> None:
 
 
 def _redispatch(batch: list[Match], by: str, note: str) -> tuple[list[Match], list[dict]]:
-    """One new attempt per document (a broker that refuses leaves it PENDING, as the single
-    action does: the monitor sends it again); returns (changed, skipped)."""
+    """A new attempt for each document of ``batch``: per collection one ``transition_each`` of
+    the single action's ``redispatch`` write (a task id of its own each), the old slots given
+    back, then per kind one publish per message and one DISPATCHED write
+    (``dispatch.send_many``); returns (changed, skipped)."""
     changed, missed = [], []
+    by_collection: dict[str, list[Match]] = {}
     for m in batch:
-        after = dispatch.redispatch(m.kind, m.raw, note=note, by=by, fetch=False,
-                                    sources=[m.raw["process_status"]])
-        (changed if after is not None else missed).append(m)
+        by_collection.setdefault(m.collection, []).append(m)
+    for collection, members in by_collection.items():
+        landed = {after["_id"]: after for after in transitions.transition_each(collection, [
+            (Attempt.of(collection, m.raw), dispatch.redispatch_change(note=note, by=by,
+                                                                       sources=[m.raw["process_status"]]))
+            for m in members], "redispatch")}
+        done = [m for m in members if m.id in landed]
+        changed += done
+        missed += [m for m in members if m.id not in landed]
+        _release([m for m in done if m.raw["process_status"] in PROCESSING_VALUES])
+        by_kind: dict[str, tuple[registry.Kind, list[dict]]] = {}
+        for m in done:
+            by_kind.setdefault(m.kind.name, (m.kind, []))[1].append({**m.raw, **landed[m.id]})
+        for kind, afters in by_kind.values():
+            dispatch.send_many(kind, afters)
     return changed, _meanwhile(missed)
 
 
