@@ -300,3 +300,32 @@ def test_transition_each_writes_what_transition_would_and_skips_a_stale_attempt(
                                                      "attempt": 2, "note": "n", "by": "me"}
     assert raw(Entry, stale)["process_status"] == "FAILURE"
     assert [(t.id, t.target.value) for t in heard] == [(fresh, "PENDING")]
+
+
+@pytest.mark.real_server
+def test_procctl_bulk_commands_as_documented_in_a_process_of_their_own(database_uri, redis_url):
+    """The forms docs/api.md gives, run as ``procctl`` processes against this test's database."""
+    import os
+    import subprocess
+
+    from support import PROJECT_DIR, venv_bin
+
+    old = [seed(Entry, S.FAILURE, age=7200) for _ in range(2)]
+    young = seed(Entry, S.FAILURE, age=60)
+    env = {**os.environ, "MONGODB_URI": database_uri, "CELERY_BROKER_URL": redis_url}
+
+    def procctl(*args, stdin=None):
+        return subprocess.run([venv_bin("procctl"), "admin", *args], env=env, cwd=PROJECT_DIR, input=stdin,
+                              capture_output=True, text=True, timeout=120)
+
+    dry = procctl("redispatch", "--status", "FAILURE", "--kind", "entry", "--older-than", "1h", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "redispatch: 2 matching, 2 would change" in dry.stdout
+    asked = procctl("redispatch", "--status", "FAILURE", "--kind", "entry", "--older-than", "1h", stdin="n\n")
+    assert asked.returncode == 1 and "redispatch 2 process(es)?" in asked.stdout
+    assert all(raw(Entry, pk)["attempt"] == 1 for pk in old)
+    done = procctl("redispatch", "--status", "FAILURE", "--kind", "entry", "--older-than", "1h", stdin="y\n")
+    assert done.returncode == 0 and "redispatch: 2 changed, 0 skipped" in done.stdout, done.stdout + done.stderr
+    assert all(raw(Entry, pk)["attempt"] == 2 for pk in old) and raw(Entry, young)["attempt"] == 1
+    both = procctl("cancel", "entry", str(young), "--kind", "entry")
+    assert both.returncode == 2 and "not both" in both.stderr
