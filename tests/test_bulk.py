@@ -329,3 +329,15 @@ def test_procctl_bulk_commands_as_documented_in_a_process_of_their_own(database_
     assert all(raw(Entry, pk)["attempt"] == 2 for pk in old) and raw(Entry, young)["attempt"] == 1
     both = procctl("cancel", "entry", str(young), "--kind", "entry")
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_bulk_cancel_gives_back_the_slots_of_a_limited_kind_in_one_write(client):
+    from proc import limits
+    from proc.machine import Attempt
+
+    running = [seed(Precheck, S.RUNNING, age=5) for _ in range(3)]
+    for pk in running:
+        assert limits.acquire("precheck.run", Attempt.of("precheck", raw(Precheck, pk)).key, 4) is limits.Slot.ACQUIRED
+    body = post(client, {"action": "cancel", "filter": {"kind": "precheck.run", "status": "RUNNING"}}).get_json()
+    assert body["changed"] == 3
+    assert limits.holders("precheck.run") == []
