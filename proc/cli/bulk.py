@@ -43,7 +43,12 @@ def wanted(given: dict) -> bool:
     return any(given.get(name) for name in FILTER_NAMES)
 
 
-def run(action: str, given: dict, *, by: str, force: bool = False) -> None:
+def run(action: str, given: dict, *, by: str, force: bool = False, **single_only) -> None:
+    """``single_only``: options of the one-process form (e.g. ``--terminate``), refused here."""
+    for name, value in single_only.items():
+        if value:
+            raise click.UsageError(f"--{name.replace('_', '-')} is for one process (COLLECTION ID), "
+                                   "not for filter options")
     db.connect()
     registry.load_models()
     try:
