@@ -10,10 +10,11 @@ there.
 ``run()`` then changes each eligible document through the same conditional transition as the
 single action, recorded in its history with ``by`` and a note naming this bulk call:
 
-- reset and cancel: per batch of ``BATCH`` documents, one ``machine.transition_many`` per
-  (collection, attempt, status) group, conditional on all three, so a document that changed
-  in the meantime is not changed (it is listed in ``skipped`` with its reason); then one
-  slot release per limited kind, one subtree walk for every cancelled root
+- reset and cancel: per batch of ``BATCH`` documents and collection, one
+  ``transitions.transition_each`` (one ``bulk_write`` of the single action's writes, each
+  conditional on the attempt and status the document was judged at, and one read of which
+  landed), so a document that changed in the meantime is not changed (it is listed in
+  ``skipped`` with its reason); then one slot release per limited kind, one subtree walk for every cancelled root
   (``admin.cancel_subtrees``), one revoke, and the parents told once each, at the end;
 - redispatch begins a new attempt with a task id of its own per document: per batch and
   collection one ``transitions.transition_each`` (one ``bulk_write`` of the single action's
@@ -197,17 +198,17 @@ def _change(action: str, by: str, note: str, status: str) -> Change:
 
 
 def _in_groups(action: str, batch: list[Match], by: str, note: str) -> tuple[list[Match], list[dict]]:
-    """Reset or cancel ``batch``: one conditional ``transition_many`` per (collection, attempt,
-    status); returns (changed, skipped)."""
-    groups: dict[tuple, list[Match]] = {}
+    """Reset or cancel ``batch``: per collection one ``transitions.transition_each`` of the
+    single action's write, each conditional on the attempt and status it was judged at
+    (whatever the mix of attempts: two round trips); returns (changed, skipped)."""
+    by_collection: dict[str, list[Match]] = {}
     for m in batch:
-        groups.setdefault((m.collection, m.raw.get("attempt", 0), m.raw["process_status"]), []).append(m)
+        by_collection.setdefault(m.collection, []).append(m)
     changed, missed = [], []
-    for (collection, number, status), members in groups.items():
-        ids: list = []
-        machine.transition_many(collection, [m.id for m in members], number, EVENTS[action],
-                                _change(action, by, note, status), changed_ids=ids)
-        done = set(ids)
+    for collection, members in by_collection.items():
+        done = {after["_id"] for after in transitions.transition_each(collection, [
+            (Attempt.of(collection, m.raw), _change(action, by, note, m.raw["process_status"]))
+            for m in members], EVENTS[action])}
         changed += [m for m in members if m.id in done]
         missed += [m for m in members if m.id not in done]
     return changed, _meanwhile(missed)

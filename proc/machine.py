@@ -374,11 +374,10 @@ def mark(attempt: Attempt, event: str, *, note: str | None = None, host: str | N
 
 
 def transition_many(collection: str, ids: Iterable, number: int, event: str,
-                    change: Change = NO_CHANGE, *, changed_ids: list | None = None) -> int:
+                    change: Change = NO_CHANGE) -> int:
     """``transition`` for many documents of one collection at attempt ``number``, in one
-    conditional ``update_many`` (a cancelled subtree, a bulk action). Not for new-attempt
-    events. Returns how many documents it changed (their ids appended to ``changed_ids``);
-    listeners hear of each of them."""
+    conditional ``update_many`` (a cancelled parent's subtree). Not for new-attempt events.
+    Returns how many documents it changed; listeners hear of each of them."""
     r = rule(event)
     if r.new_attempt:
         raise IllegalTransition(f"{event} begins a new attempt; use transition() or transitions.transition_each()")
@@ -390,8 +389,6 @@ def transition_many(collection: str, ids: Iterable, number: int, event: str,
     if changed:
         for raw in coll.find({"_id": {"$in": ids}, "attempt": number, "history": {"$elemMatch": {
                 "event": event, "time": now, "attempt": number}}}, {"_id": 1}):
-            if changed_ids is not None:
-                changed_ids.append(raw["_id"])
             notify(Transition(collection, raw["_id"], event, None, r.target, number, change.note,
                                {"_id": raw["_id"], **fields, "attempt": number}))
     return changed

@@ -145,11 +145,11 @@ def test_bulk_redispatch_sends_each_failed_process_again_as_a_new_attempt(client
 
 @pytest.mark.parametrize("action, status", [("reset", S.FAILURE), ("redispatch", S.FAILURE),
                                             ("cancel", S.RUNNING)])
-def test_the_same_round_trips_for_20_or_200_processes(client, monkeypatch, action, status):
+def test_the_same_round_trips_for_20_or_200_processes_at_any_mix_of_attempts(client, monkeypatch, action, status):
     from proc import messaging
 
     def trips(n):
-        ids = [seed(Entry, status) for _ in range(n)]
+        ids = [seed(Entry, status, attempt=i % 9 + 1) for i in range(n)]  # a mix of attempts
         counter = CommandCounter(monkeypatch)
         body = post(client, {"action": action, "filter": {"status": [status.value]}, "force": True}).get_json()
         assert body["changed"] == n, body
