@@ -78,6 +78,12 @@
   // The bulk buttons of the list view: the first click asks for the dry run (count and
   // sample), the second sends the action on the same filter.
   function bulkActions() {
+    var last = document.getElementById("bulk-last");
+    var said = window.sessionStorage.getItem("proc-bulk-result");
+    if (last && said) {  // what the bulk action before this reload did
+      last.textContent = "· " + said;
+      window.sessionStorage.removeItem("proc-bulk-result");
+    }
     var panel = document.getElementById("bulk");
     if (!panel) return;
     var url = new URL(panel.getAttribute("data-bulk-url"), window.location.origin).href;
@@ -142,6 +148,7 @@
               sample.textContent = "";
               result.textContent = verb + ": " + body.changed + " changed, " + body.skipped.length +
                 " skipped (by " + body.by + ")";
+              window.sessionStorage.setItem("proc-bulk-result", result.textContent);
               window.setTimeout(function () { window.location.reload(); }, 1500);
             }
           })
