@@ -1,6 +1,8 @@
 """The OpenAPI 3.0 description of the JSON API, as data (served at /api/openapi.json)."""
 from __future__ import annotations
 
+from proc.durations import SYNTAX_PATTERN
+
 from .overview import ACTIVE, STATUSES
 from .listing import MAX_LIMIT
 
@@ -31,7 +33,7 @@ _PATH_PARAMS = [
      "description": "The document id (24 hexadecimal digits for an ObjectId)."},
 ]
 _UNAUTHORIZED = _error("PROC_API_TOKEN is set and the request does not carry it.")
-_DURATION = {"type": "string", "pattern": r"^(\d+(\.\d+)?|\.\d+)[smhd]?$",
+_DURATION = {"type": "string", "pattern": f"^{SYNTAX_PATTERN.pattern}$",
              "description": "90s, 15m, 1h, 2d or a plain number of seconds."}
 _FILTER_SCHEMA = {
     "type": "object", "additionalProperties": False,

@@ -13,6 +13,8 @@ from .exceptions import ProcError
 
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)(?P<unit>[smhd]?)")
+#: The syntax as the OpenAPI document gives it (``format_duration`` always matches it).
+SYNTAX_PATTERN = re.compile(r"(\d+(\.\d+)?|\.\d+)[smhd]?")
 SYNTAX = "90s, 15m, 1h, 2d or a plain number of seconds"
 MAX_SECONDS = 36500 * 86400.0
 """A hundred years: anything longer is a typo (and past what a date can be shifted by)."""
@@ -44,9 +46,12 @@ def parse_duration(value, name: str = "duration") -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest exact form of ``seconds`` in that syntax: 3600 -> "1h", 90 -> "90s"."""
+    """``seconds`` in that syntax, read back by ``parse_duration`` to the microsecond: 3600 ->
+    "1h", 90 -> "90s", 0.25 -> "0.25s" (never an exponent)."""
     for unit in ("d", "h", "m"):
         size = UNITS[unit]
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"

@@ -177,6 +177,8 @@ def _text(value) -> str | None:
         raise FilterError("q", "q must be a string (plain text, not a regex)")
     if len(value) > MAX_Q:
         raise FilterError("q", f"q is at most {MAX_Q} characters, got {len(value)}")
+    if "\x00" in value:  # a server refuses a regex holding one
+        raise FilterError("q", "q cannot contain a NUL character")
     return value
 
 

@@ -21,6 +21,15 @@ def test_durations_are_written_one_way_everywhere(text, seconds):
     assert parse_duration(text) == seconds
 
 
+@pytest.mark.parametrize("seconds", [0, 0.25, 1e-07, 1234567.891, 90, 5400, 86400 * 3, 36500 * 86400])
+def test_a_duration_is_written_back_in_the_same_syntax_without_exponents(seconds):
+    from proc.durations import SYNTAX_PATTERN, format_duration
+
+    text = format_duration(seconds)
+    assert SYNTAX_PATTERN.fullmatch(text), text
+    assert abs(parse_duration(text) - seconds) < 1e-6
+
+
 @pytest.mark.parametrize("text", ["-5m", "5x", "1h30m", "", "h", "1 h", "nan", "inf", True, None, [1]])
 def test_malformed_or_negative_durations_are_refused_saying_the_syntax(text):
     with pytest.raises(InvalidDuration, match="90s, 15m, 1h, 2d"):
@@ -108,6 +117,7 @@ def test_paging_with_q_and_several_statuses_keeps_the_filter(client):
     ("status=FAILURE,BOGUS", "status"), ("kind=nope", "kind"), ("older_than=-5m", "older_than"),
     ("newer_than=5x", "newer_than"), ("older_than=1h30m", "older_than"), ("sort=age", "sort"),
     ("ids=precheck/zzz", "ids"), ("ids=nosuch/0123456789abcdef01234567", "ids"), ("q=" + "x" * 201, "q"),
+    ("q=a%00b", "q"),
 ])
 def test_bad_filters_answer_400_naming_the_parameter(client, query, parameter):
     response = client.get(f"/api/procs?{query}")
