@@ -30,6 +30,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         # at most PROC_RECOVERY_LIMIT of them.
         PROC_RECOVERY_HOURS=24,
         PROC_RECOVERY_LIMIT=50,
+        # At most this many processes per bulk action (POST /api/procs/bulk).
+        PROC_BULK_LIMIT=proc_config.get().bulk_limit,
         JSON_SORT_KEYS=False,
     )
     app.config.from_prefixed_env()
@@ -37,12 +39,13 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     app.json.sort_keys = False
 
-    from . import auth, database, errors, health, json_api, page
+    from . import auth, bulk_api, database, errors, health, json_api, page
 
     database.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
     app.register_blueprint(page.bp)
     app.register_blueprint(json_api.bp)
+    app.register_blueprint(bulk_api.bp)
     app.register_blueprint(health.bp)
     return app

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from proc import admin
 from proc.exceptions import IllegalTransition, ProcError, ProcessHealthy, TransitionConflict, UnknownKind
 
-from . import openapi, overview, queries
+from . import listing, openapi, overview, queries
 from .errors import ApiError, bad_parameter
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -42,9 +42,9 @@ def status():
 @bp.get("/procs")
 def procs():
     args = request.args
-    return jsonify(queries.list_procs(
-        status=args.get("status"), kind=args.get("kind"), cursor=args.get("cursor"),
-        limit=queries.parse_limit(args.get("limit"), int(current_app.config["PROC_PAGE_SIZE"]))))
+    return jsonify(listing.list_procs(
+        listing.filter_from_args(args), sort=args.get("sort"), cursor=args.get("cursor"),
+        limit=listing.parse_limit(args.get("limit"), int(current_app.config["PROC_PAGE_SIZE"]))))
 
 
 @bp.get("/procs/<collection>/<id>")

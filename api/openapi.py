@@ -1,8 +1,10 @@
 """The OpenAPI 3.0 description of the JSON API, as data (served at /api/openapi.json)."""
 from __future__ import annotations
 
+from proc.durations import SYNTAX_PATTERN
+
 from .overview import ACTIVE, STATUSES
-from .queries import MAX_LIMIT
+from .listing import MAX_LIMIT
 
 
 def _ref(name: str) -> dict:
@@ -31,6 +33,41 @@ _PATH_PARAMS = [
      "description": "The document id (24 hexadecimal digits for an ObjectId)."},
 ]
 _UNAUTHORIZED = _error("PROC_API_TOKEN is set and the request does not carry it.")
+_DURATION = {"type": "string", "pattern": f"^{SYNTAX_PATTERN.pattern}$",
+             "description": "90s, 15m, 1h, 2d or a plain number of seconds."}
+_FILTER_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "description": "Every key optional; an empty filter matches every process.",
+    "properties": {
+        "status": {"oneOf": [{"type": "array", "items": {"type": "string", "enum": list(STATUSES)}},
+                             {"type": "string"}],
+                   "description": "Statuses, a list or a comma-separated string."},
+        "kind": {"type": "string", "description": "`collection` or `collection.method`."},
+        "older_than": {"oneOf": [_DURATION, {"type": "number", "minimum": 0}],
+                       "description": "Last status change longer ago than this."},
+        "newer_than": {"oneOf": [_DURATION, {"type": "number", "minimum": 0}],
+                       "description": "Last status change within this."},
+        "q": {"type": "string", "maxLength": 200,
+              "description": "Text in the step or the errors: case-insensitive, plain (not a regex)."},
+        "ids": {"type": "array", "items": {"type": "string"}, "description": "`collection/id` strings."},
+    },
+}
+_FILTER_PARAMS = [
+    {"name": "status", "in": "query", "required": False, "style": "form", "explode": True,
+     "schema": {"type": "array", "items": {"type": "string", "enum": list(STATUSES)}},
+     "description": "Repeat it (`status=FAILURE&status=PENDING`) or separate with commas."},
+    {"name": "kind", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "`collection` or `collection.method`."},
+    {"name": "older_than", "in": "query", "required": False, "schema": _DURATION,
+     "description": "Last status change longer ago than this duration."},
+    {"name": "newer_than", "in": "query", "required": False, "schema": _DURATION,
+     "description": "Last status change within this duration."},
+    {"name": "q", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200},
+     "description": "Text in `current_process_step` or `errors`: case-insensitive plain substring; no index."},
+    {"name": "ids", "in": "query", "required": False, "style": "form", "explode": True,
+     "schema": {"type": "array", "items": {"type": "string"}},
+     "description": "`collection/id`; repeat it or separate with commas."},
+]
 
 
 def _action(summary: str, description: str, *, force: bool) -> dict:
@@ -83,19 +120,38 @@ def spec() -> dict:
                               "400": _error("A parameter is malformed (`workers`)."),
                               "401": _UNAUTHORIZED}}},
             "/api/procs": {"get": {
-                "summary": "Processes, newest status change first",
-                "parameters": [
-                    {"name": "status", "in": "query", "required": False,
-                     "schema": {"type": "string", "enum": list(STATUSES)}},
-                    {"name": "kind", "in": "query", "required": False, "schema": {"type": "string"},
-                     "description": "`collection` or `collection.method`."},
+                "summary": "Processes a filter matches, newest status change (or highest attempt) first",
+                "parameters": [*_FILTER_PARAMS,
+                    {"name": "sort", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ["last_change", "attempt"]},
+                     "description": "`last_change` (default) or `attempt`; `attempt` has no index."},
                     {"name": "limit", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
                     {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
-                     "description": "`next_cursor` of the previous page."},
+                     "description": "`next_cursor` of the previous page (of the same sort)."},
                 ],
                 "responses": {"200": _json(_ref("ProcList"), "One page of processes."),
                               "400": _error("A parameter is malformed; `parameter` names it."),
+                              "401": _UNAUTHORIZED}}},
+            "/api/procs/bulk": {"post": {
+                "summary": "Reset, redispatch or cancel every process a filter matches (or count them)",
+                "description": "Each document goes through the single action's conditional transition, "
+                               "recorded in its history with who asked; a dry run writes nothing. At most "
+                               "PROC_BULK_LIMIT documents per call.",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BulkRequest")}}},
+                "responses": {"200": _json({"oneOf": [_ref("BulkDryRun"), _ref("BulkResult")]},
+                                           "The dry run's count and sample, or what the real run did."),
+                              "400": _error("The body is not a JSON object, a key or value is malformed, or the "
+                                            "filter matches more than PROC_BULK_LIMIT; `parameter` names it."),
+                              "401": _UNAUTHORIZED,
+                              "403": _error("Cross-site request refused, or neither a bearer token nor "
+                                            "X-Proc-Request was sent.")}}},
+            "/api/bulk-actions": {"get": {
+                "summary": "The most recent bulk actions, newest first",
+                "parameters": [{"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 200}}],
+                "responses": {"200": _json(_ref("BulkActionList"), "The audit records."),
+                              "400": _error("`limit` is malformed."),
                               "401": _UNAUTHORIZED}}},
             "/api/procs/{collection}/{id}": {"get": {
                 "summary": "One process: every field, errors, warnings, history",
@@ -219,7 +275,9 @@ def _schemas() -> dict:
         "ProcSummary": summary,
         "ProcList": {"type": "object", "required": ["items", "limit", "next_cursor"],
                      "properties": {"items": {"type": "array", "items": _ref("ProcSummary")},
-                                    "limit": {"type": "integer"}, "next_cursor": _NULLABLE_STRING}},
+                                    "limit": {"type": "integer"}, "next_cursor": _NULLABLE_STRING,
+                                    "sort": {"type": "string"}, "filter": _FILTER_SCHEMA}},
+        **_bulk_schemas(summary),
         "ProcDetail": {"allOf": [_ref("ProcSummary"), {
             "type": "object",
             "required": ["fields", "errors", "warnings", "history", "actions"],
@@ -247,4 +305,34 @@ def _schemas() -> dict:
                          "outcome": {"type": "string", "enum": ["scheduled", "cannot", "not_running", "not_sent"]},
                          "detail": {"type": "string"}, "pool": _NULLABLE_STRING,
                          "after_seconds": {"type": "number", "nullable": True}}},
+    }
+
+
+def _bulk_schemas(summary: dict) -> dict:
+    skipped = {"type": "object", "required": ["collection", "id", "reason"],
+               "properties": {"collection": {"type": "string"}, "id": {"type": "string"},
+                              "reason": {"type": "string"}}}
+    record = {"type": "object", "required": ["id", "time", "action", "filter", "by", "matched", "changed", "skipped"],
+              "properties": {"id": {"type": "string"}, "time": {"type": "string", "nullable": True, "format": "date-time"},
+                             "action": {"type": "string"}, "filter": {"type": "object"}, "force": {"type": "boolean"},
+                             "by": _NULLABLE_STRING, "matched": {"type": "integer"}, "changed": {"type": "integer"},
+                             "skipped": {"type": "integer"}, "seconds": {"type": "number", "nullable": True}}}
+    return {
+        "Filter": _FILTER_SCHEMA,
+        "BulkRequest": {"type": "object", "required": ["action"], "additionalProperties": False,
+                        "properties": {"action": {"type": "string", "enum": ["reset", "redispatch", "cancel"]},
+                                       "filter": _ref("Filter"),
+                                       "dry_run": {"type": "boolean", "description": "Count, write nothing."},
+                                       "force": {"type": "boolean",
+                                                 "description": "Reset or redispatch healthy running ones too."}}},
+        "BulkDryRun": {"type": "object", "required": ["matched", "would_change", "sample"], "additionalProperties": False,
+                       "properties": {"matched": {"type": "integer", "minimum": 0},
+                                      "would_change": {"type": "integer", "minimum": 0},
+                                      "sample": {"type": "array", "maxItems": 20, "items": summary,
+                                                 "description": "The first 20 that would change, newest first."}}},
+        "BulkResult": {"type": "object", "required": ["changed", "skipped", "by"], "additionalProperties": False,
+                       "properties": {"changed": {"type": "integer", "minimum": 0},
+                                      "skipped": {"type": "array", "items": skipped}, "by": {"type": "string"}}},
+        "BulkActionList": {"type": "object", "required": ["items"],
+                           "properties": {"items": {"type": "array", "items": record}}},
     }

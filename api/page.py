@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template, request
 
-from proc import registry
+from proc import bulk, registry
 from proc.timeutil import format_age
 
-from . import queries
+from . import listing, queries
 from .json_api import status_data
 from .overview import ACTIVE, STATUSES
 
@@ -48,13 +48,20 @@ def live():
 
 @bp.get("/check-status/procs")
 def procs():
+    """The list view: the filters of ``proc.filters`` and the sort, all kept in the URL (a view
+    can be shared), and the bulk actions on everything the filter matches."""
     args = request.args
-    limit = queries.parse_limit(args.get("limit"), int(current_app.config["PROC_PAGE_SIZE"]))
-    listing = queries.list_procs(status=args.get("status"), kind=args.get("kind"),
-                                 cursor=args.get("cursor"), limit=limit)
+    limit = listing.parse_limit(args.get("limit"), int(current_app.config["PROC_PAGE_SIZE"]))
+    chosen = listing.filter_from_args(args)
+    sort = listing.parse_sort(args.get("sort"))
+    page = listing.list_procs(chosen, sort=sort, cursor=args.get("cursor"), limit=limit)
+    given = chosen.as_dict()
+    query = {**given, "sort": None if sort == listing.DEFAULT_SORT else sort, "limit": limit}
     return render_template("procs.html", **_context(
-        listing=listing, status=args.get("status") or "", kind=args.get("kind") or "",
-        kinds=[k.name for k in registry.kinds()], limit=limit))
+        listing=page, filter=given, query=query, sort=sort, sorts=list(listing.SORTS),
+        status=given.get("status", []), kind=given.get("kind", ""),
+        kinds=[k.name for k in registry.kinds()], limit=limit, matching=bulk.count(chosen),
+        bulk_limit=int(current_app.config["PROC_BULK_LIMIT"])))
 
 
 @bp.get("/check-status/procs/<collection>/<id>")

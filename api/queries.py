@@ -1,12 +1,9 @@
-"""Lists of processes (newest change first, cursor-paginated) and one process in full."""
+"""One process in full, and the summary of a process that lists show (the lists: ``api.listing``)."""
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import datetime
 
-from bson import ObjectId, json_util
+from bson import ObjectId
 
 from proc import limits, registry, stuck
 from proc.admin import parse_id
@@ -17,102 +14,9 @@ from proc.timeutil import age_seconds, format_age, utcnow
 from .errors import ApiError, bad_parameter
 from .overview import STATUSES, iso
 
-MAX_LIMIT = 500
 SUMMARY_FIELDS = {"process_status": 1, "current_process": 1, "current_process_step": 1, "attempt": 1,
                   "last_status_change": 1, "worker_hostname": 1, "errors": {"$slice": -1},
                   "create_time": 1}
-
-
-def parse_status(value: str | None) -> str | None:
-    if value in (None, ""):
-        return None
-    if value not in STATUSES:
-        raise bad_parameter("status", f"unknown status {value!r}; valid: {', '.join(STATUSES)}")
-    return value
-
-
-def parse_kind(value: str | None) -> tuple[type, str | None] | None:
-    """``"collection"`` or ``"collection.method"`` -> (class, method or None)."""
-    if value in (None, ""):
-        return None
-    collection, _, method = value.partition(".")
-    try:
-        if method:
-            kind = registry.kind_named(value)
-            return kind.cls, kind.method
-        return registry.class_for(collection), None
-    except UnknownKind as exc:
-        known = ", ".join(k.name for k in registry.kinds())
-        raise bad_parameter("kind", f"{exc} (known kinds: {known})") from None
-
-
-def parse_limit(value: str | None, default: int) -> int:
-    if value in (None, ""):
-        return default
-    try:
-        limit = int(value)
-    except ValueError:
-        raise bad_parameter("limit", f"limit must be an integer from 1 to {MAX_LIMIT}, got {value!r}") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise bad_parameter("limit", f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit}")
-    return limit
-
-
-def encode_cursor(raw: dict, collection: str) -> str:
-    when = raw.get("last_status_change") or datetime.min
-    data = json.dumps([when.isoformat(), collection, json_util.dumps(raw["_id"])])
-    return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
-
-
-def decode_cursor(value: str | None):
-    if value in (None, ""):
-        return None
-    try:
-        padded = value + "=" * (-len(value) % 4)
-        when, collection, id_json = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(when), str(collection), json_util.loads(id_json)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, AttributeError):
-        raise bad_parameter("cursor", "cursor is not one this API gave out; drop it to start "
-                                      "from the newest") from None
-
-
-def _after_cursor(collection: str, cursor) -> dict:
-    """Documents of ``collection`` after ``cursor`` in (last change, collection, id) descending order."""
-    when, at_collection, at_id = cursor
-    if collection < at_collection:
-        return {"last_status_change": {"$lte": when}}
-    if collection > at_collection:
-        return {"last_status_change": {"$lt": when}}
-    return {"$or": [{"last_status_change": {"$lt": when}},
-                    {"last_status_change": when, "_id": {"$lt": at_id}}]}
-
-
-def list_procs(*, status=None, kind=None, limit: int = 50, cursor=None) -> dict:
-    """One page of processes, newest status change first, across collections."""
-    status, kind, cursor = parse_status(status), parse_kind(kind), decode_cursor(cursor)
-    classes = [kind[0]] if kind else registry.proc_classes()
-    found = []
-    for cls in classes:
-        collection = cls._get_collection_name()
-        query: dict = {}
-        if status:
-            query["process_status"] = status
-        if kind and kind[1]:
-            query["current_process"] = kind[1]
-        if cursor:
-            query.update(_after_cursor(collection, cursor))
-        docs = (cls._get_collection().find(query, SUMMARY_FIELDS)
-                .sort([("last_status_change", -1), ("_id", -1)]).limit(limit + 1))
-        found.extend((collection, raw) for raw in docs)
-    found.sort(key=lambda item: (item[1].get("last_status_change") or datetime.min, item[0],
-                                 _sortable(item[1]["_id"])), reverse=True)
-    page = found[:limit]
-    now = utcnow()
-    return {
-        "items": [summary(collection, raw, now) for collection, raw in page],
-        "limit": limit,
-        "next_cursor": encode_cursor(page[-1][1], page[-1][0]) if len(found) > limit else None,
-    }
 
 
 def _sortable(value):

@@ -13,6 +13,7 @@ import sys
 import click
 
 from proc import config, db
+from proc.durations import InvalidDuration, format_duration, parse_duration
 from proc.exceptions import ConfigurationError, DatabaseUnavailable
 
 from . import command, history
@@ -226,15 +227,23 @@ def history_cmd(obj, as_json):
         click.echo(history.render(found))
 
 
+def _duration_option(ctx, param, value):
+    """The one duration syntax of the CLI and API (``proc.durations``), as seconds."""
+    try:
+        return parse_duration(value, "--older-than")
+    except InvalidDuration as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @datafix.command("prune-backups")
-@click.option("--older-than", "days", type=click.FloatRange(min=0), required=True, metavar="DAYS",
-              help="Delete backups written more than DAYS days ago.")
+@click.option("--older-than", "seconds", callback=_duration_option, required=True, metavar="DURATION",
+              help="Delete backups written more than DURATION ago: 90s, 15m, 1h, 30d, or seconds.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def prune_backups_cmd(days, yes):
+def prune_backups_cmd(seconds, yes):
     """Remove backups an operator no longer needs (a downgrade then uses the inverse rule)."""
     if not yes:
-        click.confirm(f"Delete datafix backups older than {days:g} days?", abort=True)
-    click.echo(f"deleted {command.prune_backups(older_than_days=days)} backup record(s)")
+        click.confirm(f"Delete datafix backups older than {format_duration(seconds)}?", abort=True)
+    click.echo(f"deleted {command.prune_backups(older_than_days=seconds / 86400)} backup record(s)")
 
 
 def main() -> None:

@@ -47,13 +47,15 @@ def load(collection: str, id) -> tuple[registry.Kind | None, type, dict]:
     return registry.kind_of(cls, raw), cls, raw
 
 
-def _require_stuck(kind, raw: dict, action: str) -> None:
+def require_stuck(kind, raw: dict, action: str, usage: dict | None = None) -> None:
+    """The health rule of reset and redispatch: raise unless ``raw`` is failed or stuck.
+    ``usage`` (``limits.usage()``) may be read once for many documents."""
     status = raw.get("process_status")
     if status in (S.FAILURE.value,) or kind is None:
         return
     if status in (S.READY.value, S.SUCCESS.value):
         raise IllegalTransition(f"cannot {action} a process that is {status}")
-    if stuck.diagnose(kind, raw, utcnow(), limits.usage()) is None:
+    if stuck.diagnose(kind, raw, utcnow(), limits.usage() if usage is None else usage) is None:
         raise ProcessHealthy(
             f"{kind.name} {raw['_id']} is {status} and healthy (within its thresholds); "
             f"{action} is for stuck or failed processes. Use force to {action} it anyway, or cancel it.")
@@ -63,7 +65,7 @@ def reset(collection: str, id, *, by: str, force: bool = False) -> dict:
     """Put a stuck or failed process back to READY."""
     kind, cls, raw = load(collection, id)
     if not force:
-        _require_stuck(kind, raw, "reset")
+        require_stuck(kind, raw, "reset")
     attempt = Attempt.of(collection, raw)
     after = machine.transition(attempt, "reset", Change(
         fields={"current_process_step": None, "deadline": None}, note=f"reset by {by}", by=by,
@@ -80,7 +82,7 @@ def redispatch(collection: str, id, *, by: str, force: bool = False) -> dict:
     if kind is None:
         raise ProcError(f"{collection}/{id} has no process to send again (current_process is empty)")
     if not force:
-        _require_stuck(kind, raw, "redispatch")
+        require_stuck(kind, raw, "redispatch")
     after = dispatch.redispatch(kind, raw, note=f"redispatched by {by}", by=by)
     if after is None:
         raise TransitionConflict(f"{collection}/{id} changed while being redispatched; look again")
@@ -133,10 +135,16 @@ def cancel_subtree(root: Attempt, *, by: str) -> list[tuple[Attempt, dict]]:
     read and one conditional write per collection (and attempt number) that holds children
     of the level. The parents' joins do not run. Returns each cancelled attempt with its
     document as it was read before the cancel."""
+    return cancel_subtrees([root], by=by)
+
+
+def cancel_subtrees(roots, *, by: str) -> list[tuple[Attempt, dict]]:
+    """``cancel_subtree`` of many cancelled attempts at once (bulk cancel): the same level by
+    level walk, each level's reads and writes shared by every root."""
     processing = sorted(s.value for s in machine.RULES["fail"].sources)
     note = f"cancelled by {by}"
     change = Change(errors=[f"{note} (with its parent)"], note=note, by=by, host=socket.gethostname())
-    keys, ended = [root.key], []
+    keys, ended = [root.key for root in roots], []
     while keys:
         level: list[str] = []
         for cls in {c._get_collection_name(): c for c in registry.proc_classes()}.values():

@@ -50,6 +50,8 @@ class Settings:
     own before its pool process is terminated."""
     api_token: str | None = None
     """PROC_API_TOKEN: when set, the HTTP API and page require it."""
+    bulk_limit: int = 10000
+    """PROC_BULK_LIMIT: at most this many processes per bulk action (``proc.bulk``)."""
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
@@ -81,6 +83,7 @@ class Settings:
             ("sweep_interval", "PROC_SWEEP_INTERVAL", float),
             ("check_bucket", "PROC_CHECK_BUCKET", float),
             ("cancel_grace", "PROC_CANCEL_GRACE", float),
+            ("bulk_limit", "PROC_BULK_LIMIT", int),
         ):
             if env.get(var):
                 try:

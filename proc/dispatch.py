@@ -24,7 +24,7 @@ import socket
 import uuid
 from datetime import timedelta
 
-from . import children, db, limits, machine, messaging, moved, registry
+from . import children, db, limits, machine, messaging, moved, registry, transitions
 from .exceptions import BrokerUnavailable, ProcessAlreadyRunning, ProcError
 from .machine import Attempt, Change
 from .status import PROCESSING, ProcessStatus as S
@@ -226,17 +226,61 @@ def release_slot(kind, attempt: Attempt) -> None:
         log.exception("could not send the next held %s process", kind.name)
 
 
+def redispatch_change(*, note: str, by: str | None = None, warnings=(), sources=None,
+                      guard: dict | None = None) -> Change:
+    """The ``redispatch`` write: a new task id, the last attempt's worker, heartbeat, step,
+    end and deadline cleared."""
+    return Change(fields={"celery_task_id": str(uuid.uuid4()), "worker_hostname": None, "worker_pool": None,
+                          "worker_pid": None, "heartbeat": None, "current_process_step": None,
+                          "complete_time": None, "deadline": None},
+                  warnings=warnings, note=note, by=by, host=socket.gethostname(), sources=sources, guard=guard)
+
+
+def send_many(kind, raws: list[dict], *, note: str | None = None, by: str | None = None) -> int:
+    """``send`` for many PENDING processes of one kind (bulk redispatch): one publish per
+    message, then ONE DISPATCHED write for all of them (``transitions.transition_each``). A
+    limited kind takes its slots one by one (``send`` each). A broker that refuses leaves
+    that process and the rest PENDING with the reason as their step (the monitor sends them
+    again). Returns how many messages the broker took."""
+    if kind.settings.limit:
+        sent = 0
+        for raw in raws:
+            try:
+                sent += send(kind, raw, note=note, by=by) is not None
+            except BrokerUnavailable:
+                break
+        return sent
+    published: list[dict] = []
+    for raw in raws:
+        try:
+            messaging.publish(kind, raw)
+        except BrokerUnavailable as exc:
+            for rest in raws[len(published):]:
+                machine.update_fields(Attempt.of(kind.collection, rest), statuses=[S.PENDING],
+                                      fields={"current_process_step": str(exc)})
+            break
+        published.append(raw)
+    dues = {raw["_id"]: deadline(kind, raw) for raw in published}
+    landed = {after["_id"] for after in transitions.transition_each(kind.collection, [
+        (Attempt.of(kind.collection, raw), Change(fields={"deadline": dues[raw["_id"]]}, note=note, by=by))
+        for raw in published], "dispatched")}
+    for raw in published:
+        if raw["_id"] not in landed:  # a worker overtook the write: the attempt still needs its deadline
+            machine.update_fields(Attempt.of(kind.collection, raw), statuses=PROCESSING,
+                                  fields={"deadline": dues[raw["_id"]]})
+    if kind.settings.monitor_checks:
+        for due in dues.values():
+            messaging.schedule_bucket(kind, due)
+    return len(published)
+
+
 def redispatch(kind, raw: dict, *, note: str, by: str | None = None, warnings=(),
                sources=None, guard: dict | None = None) -> dict | None:
     """Send a stuck or failed process (``raw``, its whole document) again as a new attempt
     (monitor and admin)."""
     attempt = Attempt.of(kind.collection, raw)
-    after = machine.transition(attempt, "redispatch", Change(
-        fields={"celery_task_id": str(uuid.uuid4()), "worker_hostname": None, "worker_pool": None,
-                "worker_pid": None, "heartbeat": None,
-                "current_process_step": None, "complete_time": None, "deadline": None},
-        warnings=warnings, note=note, by=by, host=socket.gethostname(), sources=sources, guard=guard),
-        fetch=True)
+    after = machine.transition(attempt, "redispatch", redispatch_change(
+        note=note, by=by, warnings=warnings, sources=sources, guard=guard), fetch=True)
     if after is None:
         return None
     if kind.settings.limit:

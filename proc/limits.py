@@ -61,6 +61,13 @@ def release(kind_name: str, key: str) -> None:
     _slots().update_one({"_id": kind_name}, {"$pull": {"holders": key}})
 
 
+def release_many(kind_name: str, keys) -> None:
+    """Give back the slots of many holders of one kind in one write (bulk actions)."""
+    keys = list(keys)
+    if keys:
+        _slots().update_one({"_id": kind_name}, {"$pull": {"holders": {"$in": keys}}})
+
+
 def holders(kind_name: str) -> list[str]:
     doc = _slots().find_one({"_id": kind_name}, {"holders": 1})
     return list(doc.get("holders", [])) if doc else []

@@ -203,31 +203,14 @@ def _sources(r: Rule, sources) -> frozenset:
     return src
 
 
-def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetch: bool = False,
-               durable: bool = False) -> dict | None:
-    """Apply ``event`` to ``attempt``'s document, atomically, with ``change``.
-
-    Only a document in one of ``change.sources`` (default: the rule's sources) at this
-    attempt number (and meeting ``change.guard``) is changed. Returns ``None`` when no
-    document matched (lost race, stale attempt, gone). Otherwise, with ``fetch=True``, the
-    whole document after the write (one ``find_one_and_update`` returning the pre-image, to
-    which this write's changes are applied here: the result is exactly what the server
-    stored); with ``fetch=False`` (one ``update_one``), only ``_id``, ``attempt`` and the
-    fields this write set. A ``new_attempt`` event increments ``attempt``.
-
-    ``durable=True`` (the writes a process's outcome depends on: the claim, the end of an
-    attempt) rides out a database outage: the write is tried again with backoff for
-    ``PROC_DB_OUTAGE_TIMEOUT`` seconds (``db.retrying``). A retried write that matches
-    nothing may be matching nothing because its earlier try landed and only the reply was
-    lost: it then looks for its own result (this attempt at the target status, with this
-    write's history entry) and reports success if it finds it, superseded only if not.
-    """
-    r = rule(event)
+def write_of(r: Rule, attempt: Attempt, change: Change, now) -> tuple:
+    """The conditional write of one transition (``transition``, ``transition_many``, and
+    ``proc.transitions``): (sources, query, update, history entry,
+    fields set, pushes as {name: (values, cap)}, fields unset)."""
     src = _sources(r, change.sources)
     settings = config.get()
-    now = utcnow()
     new_attempt = attempt.number + 1 if r.new_attempt else attempt.number
-    entry = {"status": r.target.value, "event": event, "time": now, "attempt": new_attempt}
+    entry = {"status": r.target.value, "event": r.event, "time": now, "attempt": new_attempt}
     for name, value in (("host", change.host), ("note", change.note), ("by", change.by)):
         if value:  # absent rather than null: history is copied on every later write
             entry[name] = value
@@ -251,6 +234,32 @@ def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetc
         update["$unset"] = {u: "" for u in unset}
     query = {"_id": attempt.id, "attempt": attempt.number,
              "process_status": {"$in": sorted(s.value for s in src)}, **(change.guard or {})}
+    return src, query, update, entry, fields, pushes, unset
+
+
+def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetch: bool = False,
+               durable: bool = False) -> dict | None:
+    """Apply ``event`` to ``attempt``'s document, atomically, with ``change``.
+
+    Only a document in one of ``change.sources`` (default: the rule's sources) at this
+    attempt number (and meeting ``change.guard``) is changed. Returns ``None`` when no
+    document matched (lost race, stale attempt, gone). Otherwise, with ``fetch=True``, the
+    whole document after the write (one ``find_one_and_update`` returning the pre-image, to
+    which this write's changes are applied here: the result is exactly what the server
+    stored); with ``fetch=False`` (one ``update_one``), only ``_id``, ``attempt`` and the
+    fields this write set. A ``new_attempt`` event increments ``attempt``.
+
+    ``durable=True`` (the writes a process's outcome depends on: the claim, the end of an
+    attempt) rides out a database outage: the write is tried again with backoff for
+    ``PROC_DB_OUTAGE_TIMEOUT`` seconds (``db.retrying``). A retried write that matches
+    nothing may be matching nothing because its earlier try landed and only the reply was
+    lost: it then looks for its own result (this attempt at the target status, with this
+    write's history entry) and reports success if it finds it, superseded only if not.
+    """
+    r = rule(event)
+    now = utcnow()
+    src, query, update, entry, fields, pushes, unset = write_of(r, attempt, change, now)
+    new_attempt = entry["attempt"]
     coll = _collection(attempt)
 
     def write():
@@ -288,7 +297,7 @@ def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetc
         source = next(iter(src)) if len(src) == 1 else None
     after.update(fields)
     after["attempt"] = new_attempt
-    _notify(Transition(attempt.collection, attempt.id, event, source, r.target, new_attempt,
+    notify(Transition(attempt.collection, attempt.id, event, source, r.target, new_attempt,
                        change.note, after))
     return after
 
@@ -311,11 +320,12 @@ def _landed(attempt: Attempt, event, target, number, note, stored: dict, fields:
         after = {"_id": attempt.id, **fields, "attempt": number}
     history = stored.get("history") or []
     source = S(history[-2]["status"]) if len(history) >= 2 and history[-2].get("status") in S.__members__ else None
-    _notify(Transition(attempt.collection, attempt.id, event, source, target, number, note, after))
+    notify(Transition(attempt.collection, attempt.id, event, source, target, number, note, after))
     return after
 
 
-def _notify(t: Transition) -> None:
+def notify(t: Transition) -> None:
+    """Tell the listeners of a write that landed."""
     for listener in list(listeners):
         try:
             listener(t)
@@ -372,26 +382,15 @@ def transition_many(collection: str, ids: Iterable, number: int, event: str,
     Returns how many documents it changed; listeners hear of each of them."""
     r = rule(event)
     if r.new_attempt:
-        raise IllegalTransition(f"{event} begins a new attempt; use transition()")
-    src = _sources(r, change.sources)
-    settings, now, ids = config.get(), utcnow(), list(ids)
-    entry = {"status": r.target.value, "event": event, "time": now, "attempt": number}
-    for name, value in (("host", change.host), ("note", change.note), ("by", change.by)):
-        if value:
-            entry[name] = value
-    fields = {**change.fields, "process_status": r.target.value, "last_status_change": now}
-    if r.target in COMPLETED:
-        fields["complete_time"] = now
-    push = {"history": capped_push([entry], settings.history_limit)}
-    if change.errors:
-        push["errors"] = capped_push(str(e) for e in change.errors)
-    query = {"_id": {"$in": ids}, "attempt": number,
-             "process_status": {"$in": sorted(s.value for s in src)}, **(change.guard or {})}
+        raise IllegalTransition(f"{event} begins a new attempt; use transition() or transitions.transition_each()")
+    ids, now = list(ids), utcnow()
+    _, query, update, entry, fields, _, _ = write_of(r, Attempt(collection, None, number), change, now)
+    query["_id"] = {"$in": ids}
     coll = db.status_collection(db.database()[collection])
-    changed = coll.update_many(query, {"$set": fields, "$push": push}).modified_count
+    changed = coll.update_many(query, update).modified_count
     if changed:
         for raw in coll.find({"_id": {"$in": ids}, "attempt": number, "history": {"$elemMatch": {
                 "event": event, "time": now, "attempt": number}}}, {"_id": 1}):
-            _notify(Transition(collection, raw["_id"], event, None, r.target, number, change.note,
+            notify(Transition(collection, raw["_id"], event, None, r.target, number, change.note,
                                {"_id": raw["_id"], **fields, "attempt": number}))
     return changed

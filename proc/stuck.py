@@ -209,7 +209,9 @@ def diagnose(kind, raw: dict, now: datetime, usage: dict | None = None) -> tuple
         if past_deadline:
             return OVERRAN, (f"running past its expected duration ({format_age(age_seconds(raw['deadline'], now))} "
                              f"over) on host {raw.get('worker_hostname') or '?'}, heartbeat fresh")
-    if status == S.WAITING_FOR_RESULT.value:
+    if status == S.WAITING_FOR_RESULT.value and (past_deadline or in_state > min(s.queue_timeout,
+                                                                                  s.heartbeat_timeout)):
+        # Only a late parent can be stuck: a young one is judged without counting its children.
         running = children.count_children(Attempt.of(kind.collection, raw), raw.get("child_collections"),
                                           PROCESSING_VALUES)
         if running == 0 and (past_deadline or in_state > min(s.queue_timeout, s.heartbeat_timeout)):

@@ -308,7 +308,8 @@ class CommandCounter:
     (``count_documents`` travels as an ``aggregate`` with a ``$group`` counter).
     """
 
-    METHODS = ("aggregate", "find", "find_one", "count_documents", "find_one_and_update", "update_one")
+    METHODS = ("aggregate", "find", "find_one", "count_documents", "find_one_and_update", "update_one",
+               "update_many", "insert_one")
 
     def __init__(self, monkeypatch):
         self.calls: list[tuple[str, str]] = []

@@ -26,7 +26,7 @@ def test_demo_runs_on_the_embedded_default_and_prints_every_change():
         assert status in out
     assert "broker memory://localhost/ (in-process worker)" in out
     counts = out.split("counts per status:")[1].splitlines()[0]
-    # 1 upload + 6 entries (one damaged) + 1 project + 9 prechecks + 1 report
+    # 1 upload + 6 entries (one read too early, failing its first attempt) + 1 project + 9 prechecks + 1 report
     assert counts.strip() == ("READY 0, PENDING 0, DISPATCHED 0, RUNNING 0, WAITING_FOR_RESULT 0, "
                               "SUCCESS 17, FAILURE 1")
     assert "Precheck" in out and "-> DISPATCHED" in out and "Report" in out

@@ -412,9 +412,9 @@ def test_prune_backups(database):
     assert command.upgrade().ok
     count = database[BACKUPS].count_documents({})
     assert count > 0
-    assert datafix("prune-backups", "--older-than", "1", "--yes").output.startswith("deleted 0")
+    assert datafix("prune-backups", "--older-than", "1d", "--yes").output.startswith("deleted 0")
     database[BACKUPS].update_many({}, {"$set": {"time": utcnow() - timedelta(days=3)}})
-    assert f"deleted {count}" in datafix("prune-backups", "--older-than", "2", "--yes").output
+    assert f"deleted {count}" in datafix("prune-backups", "--older-than", "2d", "--yes").output
     assert database[BACKUPS].count_documents({}) == 0
 
 

@@ -5,8 +5,6 @@ database with the test. Saves a screenshot to artifacts/check-status.png.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,39 +15,12 @@ from proc import admin, config, monitor, registry
 from proc.demo.models import Precheck, Upload
 from proc.status import LIFECYCLE, ProcessStatus as S
 from proc.timeutil import utcnow
-from support import require, wait_for
+from support import wait_for
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SCREENSHOT = Path(__file__).resolve().parent.parent / "artifacts" / "check-status.png"
 RECOVERED_SCREENSHOT = SCREENSHOT.with_name("check-status-recovered.png")
-
-
-@pytest.fixture
-def browser():
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        require("selenium is not installed (pip install -e '.[test]')")
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not Path(path).exists():
-            require(f"{path} is missing (run scripts/install-system-deps)")
-    profile = tempfile.mkdtemp(prefix="proc-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1200"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 schemathesis generates valid and invalid requests for every operation of
 /api/openapi.json and calls the Flask app directly (WSGI), with the token configured;
-the process routes are also tried on a real seeded process, so the actions run.
+the process routes are also tried on a real seeded process, so the actions run; the bulk
+route runs its generated filters (dry runs and real ones) on the seeded processes.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def test_api_answers_every_generated_request_without_a_server_error():
     target = seed(Precheck, S.FAILURE, age=900, errors=["boom"])
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app, headers=bearer())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.label for op in operations} >= {"GET /api/status", "GET /api/procs", "POST /api/procs/{collection}/{id}/cancel"}
+    assert {op.label for op in operations} >= {"GET /api/status", "GET /api/procs", "POST /api/procs/{collection}/{id}/cancel",
+                                               "POST /api/procs/bulk", "GET /api/bulk-actions"}
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             run(operation, mode)

@@ -1,6 +1,8 @@
-"""``procctl admin``: reset, redispatch or cancel one process from the command line.
+"""``procctl admin``: reset, redispatch or cancel one process from the command line, or every
+process a filter matches (``proc.cli.bulk``: ``--status``, ``--kind``, ``--older-than``, ...).
 
-Each action is recorded in the process's history with ``by="cli:<os user>"``.
+Each action is recorded in the process's history with ``by="cli:<os user>"``. Giving both
+``COLLECTION ID`` and filter options, or neither, is a usage error (exit 2).
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import getpass
 import click
 
 from .. import admin as actions, db, registry
+from . import bulk as bulk_options
 from ..admin import parse_id
 from ..exceptions import IllegalTransition, ProcError, ProcessHealthy, TransitionConflict, UnknownKind
 
@@ -23,7 +26,8 @@ def actor() -> str:
 
 @click.group()
 def admin():
-    """Repair one process: reset, redispatch or cancel it (recorded in its history)."""
+    """Repair processes: reset, redispatch or cancel one, or all a filter matches (recorded in
+    their history)."""
 
 
 def _run(action, collection: str, id_text: str, **kwargs) -> None:
@@ -48,7 +52,7 @@ def _run(action, collection: str, id_text: str, **kwargs) -> None:
 
 
 def _add(name: str, action, help: str, *, force: bool) -> None:
-    params = [click.Argument(["collection"]), click.Argument(["id"])]
+    params = [click.Argument(["collection"], required=False), click.Argument(["id"], required=False)]
     if force:
         params.append(click.Option(["--force"], is_flag=True, help="Act even on a healthy running "
                                    "process (default: only stuck or failed ones)."))
@@ -56,11 +60,25 @@ def _add(name: str, action, help: str, *, force: bool) -> None:
         params.append(click.Option(["--terminate"], is_flag=True, help="Also stop code that does not "
                                    "stop on its own: after PROC_CANCEL_GRACE seconds (default 30) its "
                                    "prefork pool process is terminated. Threads and solo pools cannot."))
+    params += bulk_options.options()
 
     def callback(collection, id, **options):
+        given, options = bulk_options.split(options)
+        if bulk_options.wanted(given):
+            if collection or id:
+                raise click.UsageError("give either COLLECTION ID or filter options (--status, --kind, "
+                                       "--older-than, --newer-than, -q), not both")
+            bulk_options.run(name, given, by=actor(), **options)
+            return
+        if not (collection and id) or given["dry_run"]:
+            raise click.UsageError("give COLLECTION ID of one process, or filter options (--status, "
+                                   "--kind, --older-than, --newer-than, -q) for every process they match"
+                                   + ("; --dry-run goes with filter options" if given["dry_run"] else ""))
         _run(action, collection, id, **options)
 
-    admin.add_command(click.Command(name, callback=callback, params=params, help=help))
+    admin.add_command(click.Command(name, callback=callback, params=params, help=help + (
+        " Either COLLECTION ID, or filter options for every process they match (shows the count "
+        "and asks first, unless --yes).")))
 
 
 _add("reset", actions.reset, "Put a stuck or failed process back to READY.", force=True)

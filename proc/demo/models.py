@@ -32,6 +32,9 @@ class Entry(Proc):
         _work()
         if self.path.endswith(".broken"):
             raise ProcessFailure(f"cannot parse {self.path}: unexpected end of file")
+        if self.path.endswith(".partial") and self.attempt <= 1:
+            # Still being written when first read: a retry ("Retry all N matching") succeeds.
+            raise ProcessFailure(f"cannot parse {self.path}: unexpected end of file (still being written?)")
         self.checksum = hashlib.sha256(self.path.encode()).hexdigest()[:12]
         self.save()
 

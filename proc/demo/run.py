@@ -89,7 +89,7 @@ def run_demo(*, uploads: int = 3, projects: int = 1, reports: int = 1, pace: flo
             docs = []
             for i in range(uploads):
                 upload = Upload(name=f"upload-{i + 1}", paths=[f"upload-{i + 1}/file-{j}.txt" for j in range(5)]
-                                + ([f"upload-{i + 1}/damaged.broken"] if i == 0 else []))
+                                + [f"upload-{i + 1}/late.partial"])
                 upload.save()
                 docs.append(upload)
             for i in range(projects):
