@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable, Mapping
 from bson import json_util
 from pymongo import ReturnDocument
 
-from . import config, db
+from . import config, db, phases
+from .landing import own_result
 from .exceptions import IllegalTransition
 from .status import COMPLETED, PROCESSING, ProcessStatus as S
 from .timeutil import utcnow
@@ -148,6 +149,9 @@ class Change:
     """The statuses the document must be in (default: every source of the rule)."""
     guard: Mapping | None = None
     """Further conditions the document must meet (e.g. the heartbeat that was judged lost)."""
+    timeline: Iterable | None = None
+    """For an ending write: the attempt's history as the caller's own write returned it (a
+    worker's claim or join), which spares the read for its phases (``proc.phases``)."""
 
 
 NO_CHANGE = Change()
@@ -250,6 +254,8 @@ def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetc
     query = {"_id": attempt.id, "attempt": attempt.number,
              "process_status": {"$in": sorted(s.value for s in src)}, **(change.guard or {})}
     coll = _collection(attempt)
+    if r.target in COMPLETED:  # the ended attempt's phases, in this same write
+        query, update = phases.add(coll, attempt, change.timeline, query, update, now, durable)
 
     def write():
         if fetch:
@@ -262,7 +268,7 @@ def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetc
         matched, before = db.retrying(write, f"writing {event} of {attempt}",
                                       on_retry=lambda: retried.append(True))
         if not matched and retried:
-            landed = db.retrying(lambda: _own_result(coll, attempt.id, new_attempt, entry, fetch),
+            landed = db.retrying(lambda: own_result(coll, attempt.id, new_attempt, entry, fetch),
                                  f"reading {attempt.collection}/{attempt.id} after {event}")
             if landed is not None:
                 log.warning("%s %s: the reply was lost in an outage, but the write had landed",
@@ -278,26 +284,17 @@ def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetc
         after = dict(before)
         for name, (values, cap) in pushes.items():
             after[name] = (list(before.get(name) or []) + values)[-cap:]
-        for name in unset:
+        for name in update.get("$unset", ()):
             after.pop(name, None)
         source = S(before["process_status"])
     else:
         after = {"_id": attempt.id}
         source = next(iter(src)) if len(src) == 1 else None
-    after.update(fields)
+    after.update(update["$set"])
     after["attempt"] = new_attempt
     _notify(Transition(attempt.collection, attempt.id, event, source, r.target, new_attempt,
                        change.note, after))
     return after
-
-
-def _own_result(coll, id, attempt: int, entry: dict, fetch: bool) -> dict | None:
-    """The document if it shows this write's result: ``attempt`` at the target status with
-    this write's history entry (same event and time, to the millisecond)."""
-    query = {"_id": id, "attempt": attempt, "process_status": entry["status"],
-             "history": {"$elemMatch": {"event": entry["event"], "time": entry["time"],
-                                        "attempt": attempt}}}
-    return coll.find_one(query, None if fetch else {"_id": 1, "attempt": 1, "history": {"$slice": -2}})
 
 
 def _landed(attempt: Attempt, event, target, number, note, stored: dict, fields: dict,
@@ -386,7 +383,10 @@ def transition_many(collection: str, ids: Iterable, number: int, event: str,
     query = {"_id": {"$in": ids}, "attempt": number,
              "process_status": {"$in": sorted(s.value for s in src)}, **(change.guard or {})}
     coll = db.status_collection(db.database()[collection])
-    changed = coll.update_many(query, {"$set": fields, "$push": push}).modified_count
+    if r.target in COMPLETED:  # each document with its own phases (proc.phases)
+        changed = phases.update_each(coll, query, {"$set": fields, "$push": push}, now)
+    else:
+        changed = coll.update_many(query, {"$set": fields, "$push": push}).modified_count
     if changed:
         for raw in coll.find({"_id": {"$in": ids}, "attempt": number, "history": {"$elemMatch": {
                 "event": event, "time": now, "attempt": number}}}, {"_id": 1}):
