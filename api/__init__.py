@@ -37,12 +37,13 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     app.json.sort_keys = False
 
-    from . import auth, database, errors, health, json_api, page
+    from . import auth, database, errors, health, json_api, page, timings
 
     database.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
     app.register_blueprint(page.bp)
     app.register_blueprint(json_api.bp)
+    app.register_blueprint(timings.bp)
     app.register_blueprint(health.bp)
     return app

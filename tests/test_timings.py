@@ -1,0 +1,115 @@
+"""GET /api/timings and proc.timings: per kind and phase, n / p50 / p95 / max over the
+processes that ended in a window, in a fixed number of aggregations per collection."""
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+
+from proc import timings
+from proc.phases import PHASES
+from proc.timeutil import utcnow
+from support import CommandCounter
+from timing_models import Napper
+
+KIND = "test_napper.nap"
+
+
+def seed(values, *, ago: float = 10.0, status: str = "SUCCESS", extra=None, seed_=7) -> None:
+    """Ended Napper documents whose phases are ``values`` (each {phase: seconds})."""
+    draws, now = random.Random(seed_), utcnow()
+    Napper._get_collection().insert_many([
+        {"process_status": status, "current_process": "nap", "attempt": 1, "complete_time": now - timedelta(seconds=ago),
+         "phases": phases, "phases_draw": draws.random(), **(extra or {})} for phases in values])
+
+
+def get(client, query: str = "", status: int = 200) -> dict:
+    response = client.get(f"/api/timings{query}")
+    assert response.status_code == status, response.get_json()
+    return response.get_json()
+
+
+def test_sleeps_under_a_limit_of_one_show_as_run_and_the_last_one_waited_as_held(client, worker):
+    docs = [Napper(seconds=0.3) for _ in range(3)]
+    for d in docs:
+        d.save()
+    for d in docs:
+        d.nap()
+    for d in docs:
+        d.block_until_complete(30)
+    longest_wait = max((d.history[1]["time"] - d.history[0]["time"]).total_seconds() for d in docs)
+    stats = get(client, f"?kind={KIND}")["kinds"][KIND]
+    assert stats["run"]["n"] == 3 and stats["held"]["n"] == 3
+    assert 0.3 <= stats["run"]["p50"] < 1.3, stats
+    assert stats["held"]["max"] >= round(longest_wait, 3) >= 0.5  # two others ran first
+    assert stats["waiting"] == timings.empty()
+
+
+def test_every_kind_and_every_phase_is_present_with_n_zero_and_nulls_when_none(client):
+    body = get(client)
+    assert body["window_seconds"] == 3600
+    assert KIND in body["kinds"] and "test_brood.hatch" in body["kinds"]
+    for kind, stats in body["kinds"].items():
+        assert list(stats) == list(PHASES)
+        assert all(s == {"n": 0, "p50": None, "p95": None, "max": None} for s in stats.values()), kind
+
+
+def test_percentiles_are_exact_nearest_rank_values(client):
+    values = list(range(1, 1001))
+    random.Random(1).shuffle(values)
+    seed([{"held": float(v), "run": v / 10} for v in values])
+    stats = get(client, f"?kind=test_napper")["kinds"][KIND]
+    assert stats["held"] == {"n": 1000, "p50": 500.0, "p95": 950.0, "max": 1000.0}
+    assert stats["run"] == {"n": 1000, "p50": 50.0, "p95": 95.0, "max": 100.0}
+    assert stats["queued"]["n"] == 0 and stats["waiting"]["n"] == 0
+
+
+def test_only_processes_that_ended_in_the_window_with_phases_count(client):
+    seed([{"held": 1.0}], ago=30)
+    seed([{"held": 100.0}], ago=7200)  # ended before the window
+    seed([{"held": 50.0}], status="RUNNING")  # a new attempt under way: its old phases do not count
+    Napper._get_collection().insert_one({"process_status": "SUCCESS", "current_process": "nap",
+                                         "complete_time": utcnow()})  # written before phases existed
+    assert get(client, "?window=60")["kinds"][KIND]["held"] == {"n": 1, "p50": 1.0, "p95": 1.0, "max": 1.0}
+    assert get(client, "?window=86400")["kinds"][KIND]["held"]["n"] == 2
+
+
+def test_the_cost_is_two_aggregations_per_collection_whatever_the_number(database, monkeypatch):
+    calls = []
+    for size in (10, 400):
+        seed([{"held": float(i), "run": 1.0} for i in range(size)])
+        counter = CommandCounter(monkeypatch)
+        timings.summary(3600, (Napper, None))
+        calls.append(sorted(counter.calls))
+        monkeypatch.undo()
+    assert calls[0] == calls[1]  # the same operations at both sizes
+    # (mongomock's aggregate runs a find inside: only a real server's commands are round trips)
+    assert [c for c in calls[0] if c[0] == "aggregate"] == [("aggregate", "test_napper")] * 2
+
+
+def test_above_the_exact_limit_percentiles_come_from_a_bounded_uniform_sample(database):
+    values = list(range(1, 4001))
+    random.Random(3).shuffle(values)
+    seed([{"run": float(v)} for v in values])
+    log = []
+    stats = timings.summary(3600, (Napper, "nap"), exact_limit=400, query_log=log)[KIND]["run"]
+    assert stats["n"] == 4000 and stats["max"] == 4000.0  # always exact
+    # m ~ 400 sampled values: DKW at 99.99% gives a rank error below 0.11
+    assert abs(stats["p50"] / 4000 - 0.5) < 0.11 and abs(stats["p95"] / 4000 - 0.95) < 0.11
+    assert stats["p50"] != 2000.0 or stats["p95"] != 3800.0  # it did sample
+    assert len(log) == 2 and "phases_draw" in repr(log[1][1])
+
+
+@pytest.mark.parametrize("query, parameter", [
+    ("?window=abc", "window"), ("?window=0", "window"), ("?window=-5", "window"), ("?window=1.5", "window"),
+    ("?window=2592001", "window"), ("?kind=nope", "kind"), ("?kind=test_napper.nope", "kind"),
+])
+def test_a_bad_parameter_answers_400_naming_it(client, query, parameter):
+    body = get(client, query, status=400)
+    assert body["parameter"] == parameter and body["status"] == 400
+    assert parameter in body["error"]
+
+
+def test_the_largest_window_is_thirty_days(client):
+    assert get(client, "?window=2592000")["window_seconds"] == 2592000
