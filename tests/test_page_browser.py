@@ -182,3 +182,35 @@ def test_recently_recovered_lists_the_monitors_recoveries_in_place_and_links_to_
     wait_for(lambda: browser.find_elements(By.ID, "history"), timeout=10)
     assert str(first) in browser.title
     assert "monitor: worker heartbeat lost" in browser.find_element(By.ID, "history").text
+
+
+TIMINGS_SCREENSHOT = SCREENSHOT.with_name("where-time-goes.png")
+
+
+def test_where_time_goes_draws_bars_per_kind_and_fills_in_place_as_processes_end(browser, server):
+    from timing_models import seed_ended
+
+    seed_ended(Precheck, "run", [{"held": 2.0 + i / 10, "queued": 8.0 * i, "run": 40.0 + i} for i in range(1, 25)])
+    browser.get(f"{server}/projects/admin/check-status/")
+    panel = text(browser, "#timings")
+    assert "precheck.run" in panel and "24 ended" in panel
+    assert "workers are too few or busy: p95 wait 3m 4s against a 5m queue timeout" in panel
+    bars = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#timings [data-kind=\"precheck.run\"] g.phase')).map("
+        "function (g) { return [g.getAttribute('data-phase'), g.querySelectorAll('rect.bar').length,"
+        " g.querySelector('rect.p95').getBoundingClientRect().width]; });")
+    assert [(phase, rects) for phase, rects, _ in bars] == [("held", 2), ("queued", 2), ("run", 2)]
+    assert all(width > 0 for _, _, width in bars)
+    assert "p50 52.0 s · p95 1m 3s" in panel  # run: 41..64, nearest rank
+
+    browser.execute_script("window.__sameDocument = 'yes';")
+    seed_ended(Upload, "process_upload", [{"held": 0.2, "queued": 0.1, "run": 3.0, "waiting": 12.0}] * 3)
+    wait_for(lambda: browser.execute_script(
+        "return !!document.querySelector('#timings [data-kind=\"upload.process_upload\"] svg');"),
+        timeout=15, message="the new kind's bars in the panel")
+    assert browser.execute_script("return window.__sameDocument;") == "yes"
+    assert "p50 12.0 s · p95 12.0 s" in text(browser, "#timings")  # waiting, for a parent
+    element = browser.find_element("id", "timings")
+    browser.execute_script("arguments[0].scrollIntoView(true);", element)
+    TIMINGS_SCREENSHOT.parent.mkdir(exist_ok=True)
+    element.screenshot(str(TIMINGS_SCREENSHOT))

@@ -11,17 +11,13 @@ from proc import timings
 from proc.phases import PHASES
 from proc.timeutil import utcnow
 from support import CommandCounter
-from timing_models import Napper
+from timing_models import Napper, seed_ended
 
 KIND = "test_napper.nap"
 
 
-def seed(values, *, ago: float = 10.0, status: str = "SUCCESS", extra=None, seed_=7) -> None:
-    """Ended Napper documents whose phases are ``values`` (each {phase: seconds})."""
-    draws, now = random.Random(seed_), utcnow()
-    Napper._get_collection().insert_many([
-        {"process_status": status, "current_process": "nap", "attempt": 1, "complete_time": now - timedelta(seconds=ago),
-         "phases": phases, "phases_draw": draws.random(), **(extra or {})} for phases in values])
+def seed(values, **kw) -> None:
+    seed_ended(Napper, "nap", values, **kw)
 
 
 def get(client, query: str = "", status: int = 200) -> dict:
@@ -113,3 +109,17 @@ def test_a_bad_parameter_answers_400_naming_it(client, query, parameter):
 
 def test_the_largest_window_is_thirty_days(client):
     assert get(client, "?window=2592000")["window_seconds"] == 2592000
+
+
+def test_the_page_panel_shows_bars_per_kind_and_marks_a_kind_short_of_workers(client):
+    from proc.demo.models import Precheck
+
+    seed_ended(Precheck, "run", [{"held": 1.0, "queued": 10.0 * i, "run": 30.0} for i in range(1, 25)])
+    seed([{"held": 0.5, "queued": 0.0, "run": 2.0}])
+    page = client.get("/projects/admin/check-status/live").get_data(as_text=True)
+    panel = page[page.index('id="timings"'):]
+    assert panel.count("<svg") == 2 and panel.count('class="bar p95"') == 6
+    # precheck.run: p95 queued 230 s > half its 300 s queue timeout
+    assert "workers are too few or busy: p95 wait 3m 50s against a 5m queue timeout" in panel
+    assert panel.count("too few or busy") == 1
+    assert "p50 2.00 s · p95 2.00 s" in panel and 'href="/projects/admin/check-status/procs?kind=precheck.run"' in panel

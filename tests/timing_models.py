@@ -43,3 +43,19 @@ class Chick(Proc):
     @process
     def grow(self):
         time.sleep(self.seconds)
+
+
+def seed_ended(cls, method: str, values, *, ago: float = 10.0, status: str = "SUCCESS", extra=None,
+               seed: int = 7) -> None:
+    """Ended documents of ``cls`` whose last attempt ran ``method`` with phases ``values``
+    (each ``{phase: seconds}``), written directly as the ending write leaves them."""
+    import random
+    from datetime import timedelta
+
+    from proc.timeutil import utcnow
+
+    draws, now = random.Random(seed), utcnow()
+    cls._get_collection().insert_many([
+        {"process_status": status, "current_process": method, "attempt": 1,
+         "complete_time": now - timedelta(seconds=ago), "last_status_change": now - timedelta(seconds=ago),
+         "phases": phases, "phases_draw": draws.random(), **(extra or {})} for phases in values])
