@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 
 from . import registry
 from .phases import PHASES
-from .status import COMPLETED
+from .status import COMPLETED, ProcessStatus as S
 from .timeutil import utcnow
 
 #: Above this many ended processes of one kind in the window, percentiles are sampled.
@@ -64,7 +64,8 @@ def _present(phase: str) -> dict:
 
 
 def counts_pipeline(since: datetime, methods: list[str]) -> list[dict]:
-    group = {"_id": "$current_process", "n": {"$sum": 1}}
+    group = {"_id": "$current_process", "n": {"$sum": 1},
+             "failures": {"$sum": {"$cond": [{"$eq": ["$process_status", S.FAILURE.value]}, 1, 0]}}}
     for p in PHASES:
         group[f"n_{p}"] = {"$sum": _present(p)}
         group[f"max_{p}"] = {"$max": f"$phases.{p}"}
@@ -82,16 +83,19 @@ def values_pipeline(since: datetime, methods: list[str], rates: dict[str, float]
 
 
 def _collection_stats(cls, methods: list[str], since: datetime, exact_limit: int,
-                      query_log: list | None) -> dict[str, dict]:
-    """Per method of ``cls``: per phase ``{n, p50, p95, max}`` (2 aggregations at most)."""
+                      query_log: list | None) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Per method of ``cls``: per phase ``{n, p50, p95, max}``, and ``{ended, failures}``
+    (2 aggregations at most)."""
     coll = cls._get_collection()
     pipeline = counts_pipeline(since, methods)
     if query_log is not None:
         query_log.append((coll.name, pipeline))
     counted = {g["_id"]: g for g in coll.aggregate(pipeline)}
     result = {m: {p: empty() for p in PHASES} for m in methods}
+    totals = {m: {"ended": counted[m]["n"] if m in counted else 0,
+                  "failures": counted[m]["failures"] if m in counted else 0} for m in methods}
     if not counted:
-        return result
+        return result, totals
     rates = {m: exact_limit / g["n"] for m, g in counted.items() if g["n"] > exact_limit}
     pipeline = values_pipeline(since, sorted(counted), rates)
     if query_log is not None:
@@ -103,22 +107,29 @@ def _collection_stats(cls, methods: list[str], since: datetime, exact_limit: int
             if count[f"n_{p}"]:
                 result[method][p] = {"n": count[f"n_{p}"], "p50": quantile(ordered, 0.5),
                                      "p95": quantile(ordered, 0.95), "max": count[f"max_{p}"]}
-    return result
+    return result, totals
 
 
-def summary(window_seconds: float, kind: tuple[type, str | None] | None = None, *,
-            now: datetime | None = None, exact_limit: int = EXACT_LIMIT,
-            query_log: list | None = None) -> dict[str, dict]:
+def summary(window_seconds: float, kind: tuple[type, str | None] | None = None, **kw) -> dict[str, dict]:
     """``{"collection.method": {phase: {n, p50, p95, max}}}`` over the processes that ended in
     the last ``window_seconds``; ``kind`` narrows it to ``(class, method or None)``."""
+    return report(window_seconds, kind, **kw)[0]
+
+
+def report(window_seconds: float, kind: tuple[type, str | None] | None = None, *,
+           now: datetime | None = None, exact_limit: int = EXACT_LIMIT,
+           query_log: list | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
+    """``summary``, and per kind ``{ended, failures}``: how many processes ended in the window
+    (with phases) and how many of them as FAILURE."""
     since = (now or utcnow()) - timedelta(seconds=window_seconds)
     by_class: dict[type, list[str]] = {}
     for k in registry.kinds():
         if kind is None or (k.cls is kind[0] and kind[1] in (None, k.method)):
             by_class.setdefault(k.cls, []).append(k.method)
-    answer = {}
+    answer, ended = {}, {}
     for cls, methods in by_class.items():
-        stats = _collection_stats(cls, sorted(methods), since, exact_limit, query_log)
+        stats, totals = _collection_stats(cls, sorted(methods), since, exact_limit, query_log)
         for method in sorted(methods):
-            answer[f"{cls._get_collection_name()}.{method}"] = stats[method]
-    return dict(sorted(answer.items()))
+            name = f"{cls._get_collection_name()}.{method}"
+            answer[name], ended[name] = stats[method], totals[method]
+    return dict(sorted(answer.items())), dict(sorted(ended.items()))
