@@ -214,3 +214,45 @@ def test_where_time_goes_draws_bars_per_kind_and_fills_in_place_as_processes_end
     browser.execute_script("arguments[0].scrollIntoView(true);", element)
     TIMINGS_SCREENSHOT.parent.mkdir(exist_ok=True)
     element.screenshot(str(TIMINGS_SCREENSHOT))
+
+
+DEMO_SCREENSHOT = SCREENSHOT.with_name("where-time-goes-demo.png")
+
+
+def test_the_demo_fills_where_time_goes_as_its_processes_end(browser, server):
+    """The demo's processes end one after another; the panel gains kinds and counts in place."""
+    import io
+    import threading
+
+    from proc.demo.run import run_demo
+
+    def ended(kind: str) -> int:
+        return browser.execute_script(
+            "var k = document.querySelector('#timings [data-kind=\"' + arguments[0] + '\"] h3 .quiet');"
+            " return k ? parseInt(k.textContent, 10) : 0;", kind)
+
+    browser.get(f"{server}/projects/admin/check-status/")
+    assert "No process ended in the last hour." in text(browser, "#timings")
+    browser.execute_script("window.__sameDocument = 'yes';")
+    demo = threading.Thread(target=run_demo, kwargs=dict(
+        uploads=2, projects=1, reports=1, pace=0.2, serve=False, concurrency=2, out=io.StringIO()))
+    demo.start()
+    try:
+        wait_for(lambda: ended("entry.process_entry") > 0, timeout=60, message="the first entries to end")
+        first = ended("entry.process_entry")
+        wait_for(lambda: ended("upload.process_upload") == 2, timeout=120, message="both uploads to end")
+        assert ended("entry.process_entry") > first  # it filled while the page stayed open
+    finally:
+        demo.join(timeout=120)
+    assert not demo.is_alive()
+    assert browser.execute_script("return window.__sameDocument;") == "yes"
+    wait_for(lambda: ended("project.run_prechecks") == 1 and ended("precheck.run") == 9, timeout=15,
+             message="the project and its prechecks in the panel")
+    upload = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#timings [data-kind=\"upload.process_upload\"] g.phase'))"
+        ".map(function (g) { return g.getAttribute('data-phase'); });")
+    assert upload == ["held", "queued", "run", "waiting"]  # a parent waits for its entries
+    element = browser.find_element("id", "timings")
+    browser.execute_script("arguments[0].scrollIntoView(true);", element)
+    DEMO_SCREENSHOT.parent.mkdir(exist_ok=True)
+    element.screenshot(str(DEMO_SCREENSHOT))
