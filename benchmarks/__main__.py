@@ -1,6 +1,6 @@
 """Run every benchmark, each on both database tiers (``make bench``).
 
-    python -m benchmarks [--quick] [--tier both|embedded|real] [lifecycle status sweep datafix]
+    python -m benchmarks [--quick] [--tier both|embedded|real] [lifecycle status sweep datafix timings]
 
 Each benchmark runs as a process of its own (``python -m benchmarks.bench_NAME``), one after
 the other, so none sees another's models, connections or private server. ``--quick`` and
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-NAMES = ("lifecycle", "status", "sweep", "datafix")
+NAMES = ("lifecycle", "status", "sweep", "datafix", "timings")
 
 
 def main(argv=None) -> int:

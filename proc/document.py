@@ -40,6 +40,7 @@ class Proc(Document):
             ("process_status", "deadline"),
             {"fields": ("parent_key", "process_status"), "sparse": True},
             ("-last_status_change", "-_id"),  # /api/procs: newest first, cursor paging
+            ("process_status", "complete_time"),  # proc.timings: the processes ended in a window
         ],
     }
 
