@@ -22,6 +22,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         PROC_INSPECT_TIMEOUT=0.5,
         # Seconds between two in-place refreshes of the check-status page.
         PROC_REFRESH_SECONDS=2,
+        # The page's "Where time goes" panel is computed at most once per this many seconds.
+        PROC_TIMINGS_SECONDS=10,
         # Processes per page in lists (``limit`` default of /api/procs).
         PROC_PAGE_SIZE=50,
         # At most this many entries in the needs-attention list.

@@ -5,8 +5,16 @@ The bars are inline SVG drawn on the server (geometry computed here, colours in 
 own stylesheet), so the panel needs no asset of its own and is refreshed in place with the
 rest of the live part. Each kind's bars share one scale: its longest p95. A kind whose p95
 ``queued`` exceeds half its queue timeout is marked, with the reason in words.
+
+The panel is computed at most once per ``PROC_TIMINGS_SECONDS`` (10 s) per app, however many
+pages refresh every ``PROC_REFRESH_SECONDS``: an hour's quantiles move slowly, and each
+computation is two aggregations per collection that read every phase of the hour.
 """
 from __future__ import annotations
+
+import time
+
+from flask import current_app
 
 from proc import registry, timings
 from proc.phases import PHASES
@@ -50,6 +58,17 @@ def _bars(stats: dict) -> list[dict]:
                      "p50_px": max(round(BAR_PX * (s["p50"] or 0) / scale, 1), 1.0),
                      "p95_px": max(round(BAR_PX * (s["p95"] or 0) / scale, 1), 1.0)})
     return rows
+
+
+def cached_panel() -> dict:
+    """``panel()``, reused for ``PROC_TIMINGS_SECONDS`` by this app."""
+    ttl = float(current_app.config["PROC_TIMINGS_SECONDS"])
+    hit = current_app.extensions.get("proc_timings_panel")
+    if hit is not None and time.monotonic() - hit[0] < ttl:
+        return hit[1]
+    found = panel()
+    current_app.extensions["proc_timings_panel"] = (time.monotonic(), found)
+    return found
 
 
 def panel(stats: dict[str, dict] | None = None) -> dict:

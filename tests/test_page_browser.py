@@ -58,6 +58,7 @@ def server(monkeypatch):
     from proc.demo.run import serve_status_page
 
     monkeypatch.setenv("FLASK_PROC_REFRESH_SECONDS", "0.5")
+    monkeypatch.setenv("FLASK_PROC_TIMINGS_SECONDS", "0.5")
     monkeypatch.setenv("FLASK_PROC_INSPECT_TIMEOUT", "0.2")
     with serve_status_page("127.0.0.1", 0) as url:
         assert url is not None, "the api package is not importable"

@@ -123,3 +123,19 @@ def test_the_page_panel_shows_bars_per_kind_and_marks_a_kind_short_of_workers(cl
     assert "workers are too few or busy: p95 wait 3m 50s against a 5m queue timeout" in panel
     assert panel.count("too few or busy") == 1
     assert "p50 2.00 s · p95 2.00 s" in panel and 'href="/projects/admin/check-status/procs?kind=precheck.run"' in panel
+
+
+def test_the_panel_is_computed_at_most_once_per_timings_interval():
+    from support import make_flask_app
+
+    def ended_shown(client) -> str:
+        page = client.get("/projects/admin/check-status/live").get_data(as_text=True)
+        return page[page.index('data-kind="test_napper.nap"'):].split(" ended")[0].rsplit(">", 1)[-1]
+
+    seed([{"held": 1.0}])
+    cached = make_flask_app(PROC_TIMINGS_SECONDS=3600).test_client()
+    fresh = make_flask_app(PROC_TIMINGS_SECONDS=0).test_client()
+    assert ended_shown(cached) == ended_shown(fresh) == "1"
+    seed([{"held": 2.0}])
+    assert ended_shown(cached) == "1"  # within its interval: the same panel
+    assert ended_shown(fresh) == "2"
