@@ -48,8 +48,8 @@ def seed(n: int) -> None:
         share = n // len(classes) + (1 if index < n % len(classes) else 0)
         docs = []
         for _ in range(share):
-            # (2 minutes clear of the window's edge, which moves while the benchmark runs)
-            ago = rng.uniform(1, WINDOW - 120) if rng.random() < IN_WINDOW else rng.uniform(WINDOW + 120, 4 * WINDOW)
+            # (half a window clear of its edge, which moves while the benchmark runs)
+            ago = rng.uniform(1, WINDOW / 2) if rng.random() < IN_WINDOW else rng.uniform(1.5 * WINDOW, 4 * WINDOW)
             phases = {"held": round(rng.expovariate(1.0), 3)}
             failed_early = rng.random() < 0.02
             if not failed_early:
