@@ -253,15 +253,18 @@ def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetc
         update["$unset"] = {u: "" for u in unset}
     query = {"_id": attempt.id, "attempt": attempt.number,
              "process_status": {"$in": sorted(s.value for s in src)}, **(change.guard or {})}
-    coll = _collection(attempt)
-    if r.target in COMPLETED:  # the ended attempt's phases, in this same write
-        query, update = phases.add(coll, attempt, change.timeline, query, update, now, durable)
+    coll, sent = _collection(attempt), [update]
 
-    def write():
+    def send(q, u):
+        sent[0] = u
         if fetch:
-            found = coll.find_one_and_update(query, update, return_document=ReturnDocument.BEFORE)
+            found = coll.find_one_and_update(q, u, return_document=ReturnDocument.BEFORE)
             return found is not None, found
-        return coll.update_one(query, update).matched_count == 1, None
+        return coll.update_one(q, u).matched_count == 1, None
+
+    def write():  # an ending write carries the ended attempt's phases (proc.phases)
+        return (phases.ending_write(coll, attempt, change.timeline, query, update, now, send)
+                if r.target in COMPLETED else send(query, update))
 
     if durable:
         retried = []
@@ -280,6 +283,7 @@ def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetc
         log.info("%s %s: no change, the document is not in %s at that attempt",
                  event, attempt, "/".join(sorted(s.value for s in src)))
         return None
+    update = sent[0]
     if before is not None:
         after = dict(before)
         for name, (values, cap) in pushes.items():

@@ -12,15 +12,16 @@ The phases of one attempt (seconds, to the millisecond):
 
 Invariants:
 
-- ``machine.transition`` (and ``transition_many``) to SUCCESS or FAILURE call ``add`` /
-  ``update_each``, which put ``phases`` and ``phases_draw`` in the ``$set`` of the ending write
+- ``machine.transition`` (and ``transition_many``) to SUCCESS or FAILURE call
+  ``ending_write`` / ``update_each``, which put ``phases`` and ``phases_draw`` in the ``$set`` of the ending write
   itself: a document at SUCCESS/FAILURE with ``phases`` carries exactly its last attempt's
   phases. Aggregations read ``phases``; nothing rebuilds them from the bounded ``history``.
 - The phases come from the attempt's history entries. A worker hands the history it holds
   from its own claim or join (``Change.timeline``: nothing else can have moved a RUNNING
   attempt). Any other caller (cancel, the monitor, a failed publish) reads the history first
   and its write is conditional on ``last_status_change`` being still what it read, so the
-  phases written always match the states the attempt went through.
+  phases written always match the states the attempt went through; if the attempt moved to
+  another state the write also ends, it reads and writes again.
 - An attempt whose first entry (PENDING) is no longer in the history (``PROC_HISTORY_LIMIT``
   entries are kept) gets no phases (they are unset) rather than wrong ones.
 - ``phases_draw`` is a uniform random number in [0, 1): ``proc.timings`` samples kinds with
@@ -44,6 +45,8 @@ PHASE_OF = {S.PENDING.value: "held", S.DISPATCHED.value: "queued", S.RUNNING.val
 PHASES = ("held", "queued", "run", "waiting")
 #: What an ending write must read when the caller holds no timeline.
 READ_FIELDS = {"history": 1, "attempt": 1, "last_status_change": 1}
+#: Reads and writes an ending write tries while the attempt keeps moving between active states.
+TRIES = 5
 
 
 def of(history: Iterable[Mapping], attempt: int, end: datetime) -> dict:
@@ -52,10 +55,16 @@ def of(history: Iterable[Mapping], attempt: int, end: datetime) -> dict:
     entries = [h for h in history if h.get("attempt") == attempt and h.get("status") in PHASE_OF]
     if not entries or entries[0]["status"] != S.PENDING.value:
         return {}
+    # Each write takes its time just before it is sent, so two writers may land in the other
+    # order (a claim timed before a DISPATCHED write that landed first): a state then starts
+    # when the previous one did, never earlier, and the phases still add up to the attempt.
+    starts = [entries[0]["time"]]
+    for entry in entries[1:]:
+        starts.append(max(entry["time"], starts[-1]))
     found: dict[str, float] = {}
-    for entry, until in zip(entries, [e["time"] for e in entries[1:]] + [end]):
+    for entry, start, until in zip(entries, starts, starts[1:] + [max(end, starts[-1])]):
         phase = PHASE_OF[entry["status"]]
-        found[phase] = found.get(phase, 0.0) + max((until - entry["time"]).total_seconds(), 0.0)
+        found[phase] = found.get(phase, 0.0) + (until - start).total_seconds()
     if "run" in found and "queued" not in found:  # the claim overtook the DISPATCHED write
         found["queued"] = 0.0
     return {p: round(found[p], 3) for p in PHASES if p in found}
@@ -71,27 +80,38 @@ def _put(update: dict, phases: dict) -> dict:
     return update
 
 
-def add(coll, attempt, timeline, query: dict, update: dict, now: datetime,
-        durable: bool) -> tuple[dict, dict]:
-    """The ``(query, update)`` of an ending write, with the attempt's phases in its ``$set``.
+def ending_write(coll, attempt, timeline, query: dict, update: dict, now: datetime, send) -> tuple:
+    """Send the ending write ``send(query, update)`` with the attempt's phases in its ``$set``;
+    returns what ``send`` returned.
 
-    With ``timeline`` (the history the caller got from its own write), no read; otherwise
-    one read of the document, and the write is made conditional on what it read."""
-    if timeline is None:
-        raw = (db.retrying(lambda: coll.find_one(query, READ_FIELDS), f"reading {attempt}")
-               if durable else coll.find_one(query, READ_FIELDS))
+    With ``timeline`` (the history the caller got from its own write), no read. Otherwise the
+    document is read, and the write is conditional on its ``last_status_change``: if the
+    attempt moved meanwhile (RUNNING -> WAITING_FOR_RESULT) but still matches ``query``, it is
+    read and written again (at most ``TRIES`` times)."""
+    if timeline is not None:
+        return send(query, _put(update, of(timeline, attempt.number, now)))
+    for _ in range(TRIES):
+        raw = coll.find_one(query, READ_FIELDS)
         if raw is None:
-            return query, update  # the write will find nothing either
-        timeline = raw.get("history") or []
-        query = {**query, "last_status_change": raw.get("last_status_change")}
-    return query, _put(update, of(timeline, attempt.number, now))
+            break  # not (or no longer) in a state this write ends
+        result = send({**query, "last_status_change": raw.get("last_status_change")},
+                      _put(update, of(raw.get("history") or [], attempt.number, now)))
+        if result[0]:
+            return result
+    return False, None
 
 
 def update_each(coll, query: dict, update: dict, now: datetime) -> int:
     """``update_many(query, update)`` for an ending write, each document with its own phases:
-    one read, then one ``bulk_write`` of writes conditional on what was read. Returns how many
-    documents changed."""
-    ops = [UpdateOne({**query, "_id": raw["_id"], "last_status_change": raw.get("last_status_change")},
-                     _put(update, of(raw.get("history") or [], raw.get("attempt"), now)))
-           for raw in coll.find(query, READ_FIELDS)]
-    return coll.bulk_write(ops, ordered=False).modified_count if ops else 0
+    one read, then one ``bulk_write`` of writes conditional on what was read; the documents
+    that moved meanwhile and still match ``query`` are read and written again (at most
+    ``TRIES`` rounds). Returns how many documents changed."""
+    changed = 0
+    for _ in range(TRIES):
+        ops = [UpdateOne({**query, "_id": raw["_id"], "last_status_change": raw.get("last_status_change")},
+                         _put(update, of(raw.get("history") or [], raw.get("attempt"), now)))
+               for raw in coll.find(query, READ_FIELDS)]
+        if not ops:
+            break
+        changed += coll.bulk_write(ops, ordered=False).modified_count
+    return changed

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from core_models import Job
 from proc import admin, dispatch, machine, phases
+import support
 from timing_models import Brood, Chick, Napper
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
@@ -46,6 +47,13 @@ def test_an_attempt_that_ended_before_it_ran_has_only_the_phases_it_went_through
     assert phases.of([entry("PENDING", 0), entry("DISPATCHED", 1)], 1, at(4)) == {"held": 1.0, "queued": 3.0}
 
 
+def test_entries_whose_writers_clocks_raced_start_when_the_previous_state_did():
+    # the claim took its time before the DISPATCHED write, which landed first
+    history = [entry("PENDING", 0), entry("DISPATCHED", 2.004), entry("RUNNING", 2.001)]
+    assert phases.of(history, 1, at(5)) == {"held": 2.004, "queued": 0.0, "run": 2.996}
+    assert phases.of([entry("PENDING", 0), entry("RUNNING", 2)], 1, at(1.5)) == {"held": 2.0, "queued": 0.0, "run": 0.0}
+
+
 def test_an_attempt_whose_first_entry_fell_out_of_the_history_gets_no_phases():
     assert phases.of([entry("RUNNING", 2)], 1, at(5)) == {}
 
@@ -65,7 +73,13 @@ def test_processes_under_a_limit_of_one_record_their_sleep_as_run_and_the_wait_a
         assert 0.25 <= d.phases["run"] < 2.0, d.phases
         # the phases account for the whole attempt, and each one for its own status
         assert round(sum(d.phases.values()), 3) == seconds(start, end)
-        assert d.phases["held"] == seconds(start, times[1][1])
+        running = next(when for status, when in times if status == "RUNNING")
+        # held ends with the next state; on SecantusDB a DISPATCHED write landing within ms of
+        # the claim may be missing from the claim's pre-image (docs/database-tiers.md): those
+        # ms then count as held
+        assert seconds(start, times[1][1]) <= d.phases["held"] <= seconds(start, running), d.phases
+        if not support.real_tier():  # one store under one lock: the pre-image is exact
+            assert d.phases["held"] == seconds(start, times[1][1])
         assert d.complete_time == end and 0 <= d.phases_draw < 1
     last = max(docs, key=lambda d: d.phases["held"])
     assert last.phases["held"] >= 2 * 0.25 - 0.05  # it waited for the slot while two others ran
@@ -152,16 +166,49 @@ def test_a_new_attempt_replaces_the_phases_when_it_ends(database):
     assert doc.phases == {"held": seconds(pending, dispatched), "queued": seconds(dispatched, failed)}
 
 
-def test_a_write_that_lost_the_race_after_reading_changes_nothing(database, monkeypatch):
-    """The read for the phases and the write are tied by last_status_change: a status change
-    in between makes the ending write miss instead of writing phases of another state."""
+def test_an_ending_write_that_lost_a_race_after_reading_reads_again(database, monkeypatch):
+    """The read for the phases and the write are tied by last_status_change: when the attempt
+    moves in between (here PENDING -> DISPATCHED), the write misses, reads again and ends it
+    with the phases of every state it went through."""
     doc = _pending(Napper, "nap")
-    original = phases.of
+    original, reads = phases.of, []
 
-    def claim_in_between(history, attempt, end):
-        machine.transition(machine.Attempt.of_doc(doc), "dispatched")
+    def dispatched_in_between(history, attempt, end):
+        reads.append(len(history))
+        if len(reads) == 1:
+            machine.transition(machine.Attempt.of_doc(doc), "dispatched")
         return original(history, attempt, end)
 
-    monkeypatch.setattr(phases, "of", claim_in_between)
-    assert machine.transition(machine.Attempt.of_doc(doc), "fail") is None  # DISPATCHED is a source too
-    assert doc.reload().process_status == "DISPATCHED" and not doc.phases
+    monkeypatch.setattr(phases, "of", dispatched_in_between)
+    assert machine.transition(machine.Attempt.of_doc(doc), "fail") is not None  # DISPATCHED is a source too
+    assert reads == [1, 2]  # read again after the miss
+    (_, pending), (_, dispatched), (_, failed) = by_status(doc)
+    assert doc.process_status == "FAILURE"
+    # the end's time was taken before the read, so it may precede the DISPATCHED entry
+    # written meanwhile: a phase is never negative
+    assert doc.phases == {"held": seconds(pending, dispatched), "queued": max(seconds(dispatched, failed), 0.0)}
+
+
+def test_an_ending_write_changes_nothing_once_the_attempt_left_its_sources(database):
+    doc = _pending(Napper, "nap")
+    admin.cancel("test_napper", doc.pk, by="tester")
+    assert machine.transition(machine.Attempt(doc._get_collection_name(), doc.pk, 1), "fail") is None
+    assert doc.reload().errors == ["cancelled by tester"]
+
+
+def test_a_cancelled_subtree_reads_again_the_documents_that_moved_meanwhile(database, monkeypatch):
+    first, second = _pending(Napper, "nap"), _pending(Napper, "nap")
+    original, calls = phases.of, []
+
+    def first_dispatched_in_between(history, attempt, end):
+        calls.append(1)
+        if len(calls) == 1:
+            machine.transition(machine.Attempt.of_doc(first), "dispatched")
+        return original(history, attempt, end)
+
+    monkeypatch.setattr(phases, "of", first_dispatched_in_between)
+    assert machine.transition_many("test_napper", [first.pk, second.pk], 1, "fail") == 2
+    assert len(calls) == 3  # both read once, the one that moved read again
+    (_, p1), (_, d1), (_, f1) = by_status(first)
+    assert first.phases == {"held": seconds(p1, d1), "queued": max(seconds(d1, f1), 0.0)}  # (as above)
+    assert second.reload().process_status == "FAILURE" and list(second.phases) == ["held"]
