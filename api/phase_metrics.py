@@ -13,13 +13,14 @@ time, labelled ``collection`` and ``method`` as ``proc_processes`` is:
   process of the kind in each active status (0 when none);
 - ``proc_workers_alive`` and ``proc_broker_up``: from the page's own broker look
   (``api.broker.look``: queue depths and Celery inspect), cached for the page's refresh
-  interval so scrapes do not multiply inspect broadcasts.
+  interval (per app) so scrapes do not multiply inspect broadcasts.
 """
 from __future__ import annotations
 
 import threading
 import time
 
+from flask import current_app
 from prometheus_client.core import GaugeMetricFamily
 
 from proc import registry, timings
@@ -32,20 +33,20 @@ from .overview import ACTIVE
 
 WINDOW = 3600
 KIND = ["collection", "method"]
-_cache: dict = {}
 _lock = threading.Lock()
 
 
 def cached_look(timeout: float, ttl: float) -> broker.BrokerView:
-    """``broker.look`` of every kind's queue, reused for ``ttl`` seconds."""
+    """``broker.look`` of every kind's queue, reused for ``ttl`` seconds by this app."""
     queues = tuple(sorted({k.settings.queue for k in registry.kinds()} or {DEFAULT_QUEUE}))
     with _lock:
-        hit = _cache.get(queues)
+        cache = current_app.extensions.setdefault("proc_broker_looks", {})
+        hit = cache.get(queues)
         if hit is not None and time.monotonic() - hit[0] < ttl:
             return hit[1]
     view = broker.look(queues, timeout)
     with _lock:
-        _cache[queues] = (time.monotonic(), view)
+        cache[queues] = (time.monotonic(), view)
     return view
 
 

@@ -25,13 +25,6 @@ def metrics(client) -> str:
     return response.get_data(as_text=True)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_look():
-    phase_metrics._cache.clear()
-    yield
-    phase_metrics._cache.clear()
-
-
 def test_metrics_show_phase_quantiles_ended_failures_and_timeouts_per_kind(client):
     seed_ended(Precheck, "run", [{"held": float(i), "queued": 2.0, "run": 10.0 * i} for i in range(1, 21)])
     seed_ended(Precheck, "run", [{"held": 0.5, "run": 1.0}] * 5, status="FAILURE")
