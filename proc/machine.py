@@ -19,10 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from bson import json_util
-from pymongo import ReturnDocument
 
-from . import config, db, phases
-from .landing import own_result
+from . import config, db, landing, phases
 from .exceptions import IllegalTransition
 from .status import COMPLETED, PROCESSING, ProcessStatus as S
 from .timeutil import utcnow
@@ -150,8 +148,7 @@ class Change:
     guard: Mapping | None = None
     """Further conditions the document must meet (e.g. the heartbeat that was judged lost)."""
     timeline: Iterable | None = None
-    """For an ending write: the attempt's history as the caller's own write returned it (a
-    worker's claim or join), which spares the read for its phases (``proc.phases``)."""
+    """An ending write's attempt history from the caller's own claim/join: no read (``phases``)."""
 
 
 NO_CHANGE = Change()
@@ -257,10 +254,7 @@ def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetc
 
     def send(q, u):
         sent[0] = u
-        if fetch:
-            found = coll.find_one_and_update(q, u, return_document=ReturnDocument.BEFORE)
-            return found is not None, found
-        return coll.update_one(q, u).matched_count == 1, None
+        return landing.send(coll, q, u, fetch)
 
     def write():  # an ending write carries the ended attempt's phases (proc.phases)
         return (phases.ending_write(coll, attempt, change.timeline, query, update, now, send)
@@ -271,7 +265,7 @@ def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetc
         matched, before = db.retrying(write, f"writing {event} of {attempt}",
                                       on_retry=lambda: retried.append(True))
         if not matched and retried:
-            landed = db.retrying(lambda: own_result(coll, attempt.id, new_attempt, entry, fetch),
+            landed = db.retrying(lambda: landing.own_result(coll, attempt.id, new_attempt, entry, fetch),
                                  f"reading {attempt.collection}/{attempt.id} after {event}")
             if landed is not None:
                 log.warning("%s %s: the reply was lost in an outage, but the write had landed",
