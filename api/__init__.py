@@ -22,6 +22,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         PROC_INSPECT_TIMEOUT=0.5,
         # Seconds between two in-place refreshes of the check-status page.
         PROC_REFRESH_SECONDS=2,
+        # The page's "Where time goes" panel is computed at most once per this many seconds.
+        PROC_TIMINGS_SECONDS=10,
         # Processes per page in lists (``limit`` default of /api/procs).
         PROC_PAGE_SIZE=50,
         # At most this many entries in the needs-attention list.
@@ -39,7 +41,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     app.json.sort_keys = False
 
-    from . import auth, bulk_api, database, errors, health, json_api, page
+    from . import auth, bulk_api, database, errors, health, json_api, page, timings
 
     database.init_app(app)
     errors.init_app(app)
@@ -47,5 +49,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(page.bp)
     app.register_blueprint(json_api.bp)
     app.register_blueprint(bulk_api.bp)
+    app.register_blueprint(timings.bp)
     app.register_blueprint(health.bp)
     return app

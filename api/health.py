@@ -15,7 +15,7 @@ from proc import messaging, config, db, stuck
 from proc.redact import redact_url
 from proc.timeutil import age_seconds, utcnow
 
-from . import broker, overview
+from . import broker, overview, phase_metrics
 
 bp = Blueprint("health", __name__)
 
@@ -81,6 +81,10 @@ class StatusCollector:
         for (kind, reason), n in sorted(found.items()):
             attention.add_metric([kind, reason], n)
         yield attention
+        yield from phase_metrics.timing_metrics(counts, now)
+        config_ = current_app.config
+        yield from phase_metrics.worker_metrics(float(config_["PROC_INSPECT_TIMEOUT"]),
+                                                float(config_["PROC_REFRESH_SECONDS"]))
 
 
 @bp.get("/metrics")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from proc.durations import SYNTAX_PATTERN
+from proc.phases import PHASES
 
 from .overview import ACTIVE, STATUSES
 from .listing import MAX_LIMIT
@@ -169,6 +170,19 @@ def spec() -> dict:
             "/api/procs/{collection}/{id}/cancel": _action(
                 "End a pending or running process as FAILURE (cancelled), revoking its Celery task",
                 "Refused (409) for a process that is not active.", force=False),
+            "/api/timings": {"get": {
+                "summary": "Where time goes: per kind, n, p50, p95 and max of the seconds held, queued, "
+                           "run and waiting, over the processes that ended in the window",
+                "parameters": [
+                    {"name": "window", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 30 * 24 * 3600},
+                     "description": "Seconds back from now (default 3600, at most 30 days)."},
+                    {"name": "kind", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "`collection` or `collection.method`, as for /api/procs."},
+                ],
+                "responses": {"200": _json(_ref("Timings"), "Every kind, every phase."),
+                              "400": _error("`window` or `kind` is malformed; `parameter` names it."),
+                              "401": _UNAUTHORIZED}}},
             "/api/openapi.json": {"get": {
                 "summary": "This document",
                 "responses": {"200": {"description": "The OpenAPI description.",
@@ -182,6 +196,19 @@ def spec() -> dict:
             "schemas": _schemas(),
         },
     }
+
+
+def _timings() -> dict:
+    number = {"type": "number", "nullable": True, "minimum": 0}
+    stats = {"type": "object", "required": ["n", "p50", "p95", "max"], "additionalProperties": False,
+             "properties": {"n": {"type": "integer", "minimum": 0}, "p50": number, "p95": number,
+                            "max": number}}
+    phases = {"type": "object", "required": list(PHASES), "additionalProperties": False,
+              "properties": {p: stats for p in PHASES}}
+    return {"type": "object", "required": ["window_seconds", "kinds"],
+            "properties": {"window_seconds": {"type": "integer"},
+                           "kinds": {"type": "object", "additionalProperties": phases,
+                                     "description": "Keyed by `collection.method`."}}}
 
 
 def _schemas() -> dict:
@@ -291,6 +318,7 @@ def _schemas() -> dict:
                 "actions": {"type": "object", "properties": {
                     "reset": {"type": "boolean"}, "redispatch": {"type": "boolean"}, "cancel": {"type": "boolean"}}},
             }}]},
+        "Timings": _timings(),
         "ActionResult": {"type": "object", "required": ["action", "by", "process"],
                          "properties": {"action": {"type": "string"}, "by": {"type": "string"},
                                         "process": _ref("ProcDetail")}},

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, render_template, request
 from proc import bulk, registry
 from proc.timeutil import format_age
 
-from . import listing, queries
+from . import listing, queries, where
 from .json_api import status_data
 from .overview import ACTIVE, STATUSES
 
@@ -37,13 +37,14 @@ def _context(**extra) -> dict:
 @bp.get("/check-status/")
 def check_status():
     return render_template("check_status.html", **_context(
-        data=status_data(), refresh=current_app.config["PROC_REFRESH_SECONDS"]))
+        data=status_data(), timings=where.cached_panel(), refresh=current_app.config["PROC_REFRESH_SECONDS"]))
 
 
 @bp.get("/check-status/live")
 def live():
-    """The part of the page that refreshes: boxes, hints, needs attention, kinds, workers, queues."""
-    return render_template("_live.html", **_context(data=status_data()))
+    """The part of the page that refreshes: boxes, hints, needs attention, kinds, where time
+    goes, workers, queues."""
+    return render_template("_live.html", **_context(data=status_data(), timings=where.cached_panel()))
 
 
 @bp.get("/check-status/procs")

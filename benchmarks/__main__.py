@@ -1,6 +1,6 @@
 """Run every benchmark, each on both database tiers (``make bench``).
 
-    python -m benchmarks [--quick] [--tier both|embedded|real] [lifecycle status sweep datafix bulk]
+    python -m benchmarks [--quick] [--tier both|embedded|real] [lifecycle status sweep datafix bulk timings]
 
 Each benchmark runs as a process of its own (``python -m benchmarks.bench_NAME``), one after
 the other, so none sees another's models, connections or private server. ``--quick`` and
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-NAMES = ("lifecycle", "status", "sweep", "datafix", "bulk")
+NAMES = ("lifecycle", "status", "sweep", "datafix", "bulk", "timings")
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,7 @@ import time
 from mongoengine import (
     DateTimeField,
     DictField,
+    FloatField,
     Document,
     IntField,
     ListField,
@@ -19,7 +20,8 @@ from .status import COMPLETED, PROCESSING, VALUES, ProcessStatus
 from .timeutil import age_seconds, format_age, utcnow
 
 #: Fields only the state machine writes once a document is saved.
-MACHINE_FIELDS = frozenset({"process_status", "attempt", "history", "last_status_change", "complete_time"})
+MACHINE_FIELDS = frozenset({"process_status", "attempt", "history", "last_status_change", "complete_time",
+                            "phases", "phases_draw"})
 
 
 class Proc(Document):
@@ -38,6 +40,7 @@ class Proc(Document):
             ("process_status", "deadline"),
             {"fields": ("parent_key", "process_status"), "sparse": True},
             ("-last_status_change", "-_id"),  # /api/procs: newest first, cursor paging
+            ("process_status", "complete_time"),  # proc.timings: the processes ended in a window
         ],
     }
 
@@ -57,6 +60,9 @@ class Proc(Document):
     create_time = DateTimeField(default=utcnow)
     last_status_change = DateTimeField(default=utcnow)
     complete_time = DateTimeField()
+    phases = DictField()
+    """Seconds the last ended attempt spent held, queued, run and waiting (``proc.phases``)."""
+    phases_draw = FloatField()
     heartbeat = DateTimeField()
     deadline = DateTimeField()
     history = ListField(DictField())

@@ -94,7 +94,8 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
     event = "fail" if errors else "succeed"
     note = f"{'join of ' if joining else ''}{doc.current_process} " + ("failed" if errors else "succeeded")
     after = machine.transition(attempt, event, Change(
-        fields=fields, errors=errors, warnings=warnings, note=note, host=host, sources=[S.RUNNING]),
+        fields=fields, errors=errors, warnings=warnings, note=note, host=host, sources=[S.RUNNING],
+        timeline=doc.history),  # from this worker's claim or join: the phases need no read
         durable=True)
     if after is None:
         return _superseded(kind, doc, attempt, host)

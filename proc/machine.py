@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from bson import json_util
-from pymongo import ReturnDocument
 
-from . import config, db
+from . import config, db, landing, phases
 from .exceptions import IllegalTransition
 from .status import COMPLETED, PROCESSING, ProcessStatus as S
 from .timeutil import utcnow
@@ -150,6 +149,8 @@ class Change:
     """The statuses the document must be in (default: every source of the rule)."""
     guard: Mapping | None = None
     """Further conditions the document must meet (e.g. the heartbeat that was judged lost)."""
+    timeline: Iterable | None = None
+    """An ending write's attempt history from the caller's own claim/join: no read (``phases``)."""
 
 
 NO_CHANGE = Change()
@@ -247,33 +248,36 @@ def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetc
     whole document after the write (one ``find_one_and_update`` returning the pre-image, to
     which this write's changes are applied here: the result is exactly what the server
     stored); with ``fetch=False`` (one ``update_one``), only ``_id``, ``attempt`` and the
-    fields this write set. A ``new_attempt`` event increments ``attempt``.
+    fields this write set. A ``new_attempt`` event increments ``attempt``. An ending write
+    (SUCCESS, FAILURE) carries the ended attempt's phases (``proc.phases``).
 
     ``durable=True`` (the writes a process's outcome depends on: the claim, the end of an
     attempt) rides out a database outage: the write is tried again with backoff for
     ``PROC_DB_OUTAGE_TIMEOUT`` seconds (``db.retrying``). A retried write that matches
     nothing may be matching nothing because its earlier try landed and only the reply was
-    lost: it then looks for its own result (this attempt at the target status, with this
-    write's history entry) and reports success if it finds it, superseded only if not.
+    lost: it then looks for its own result (``proc.landing``) and reports success if it
+    finds it, superseded only if not.
     """
     r = rule(event)
     now = utcnow()
-    src, query, update, entry, fields, pushes, unset = write_of(r, attempt, change, now)
+    src, query, update, entry, fields, pushes, _ = write_of(r, attempt, change, now)
     new_attempt = entry["attempt"]
-    coll = _collection(attempt)
+    coll, sent = _collection(attempt), [update]
 
-    def write():
-        if fetch:
-            found = coll.find_one_and_update(query, update, return_document=ReturnDocument.BEFORE)
-            return found is not None, found
-        return coll.update_one(query, update).matched_count == 1, None
+    def send(q, u):
+        sent[0] = u
+        return landing.send(coll, q, u, fetch)
+
+    def write():  # an ending write carries the ended attempt's phases (proc.phases)
+        return (phases.ending_write(coll, attempt, change.timeline, query, update, now, send)
+                if r.target in COMPLETED else send(query, update))
 
     if durable:
         retried = []
         matched, before = db.retrying(write, f"writing {event} of {attempt}",
                                       on_retry=lambda: retried.append(True))
         if not matched and retried:
-            landed = db.retrying(lambda: _own_result(coll, attempt.id, new_attempt, entry, fetch),
+            landed = db.retrying(lambda: landing.own_result(coll, attempt.id, new_attempt, entry, fetch),
                                  f"reading {attempt.collection}/{attempt.id} after {event}")
             if landed is not None:
                 log.warning("%s %s: the reply was lost in an outage, but the write had landed",
@@ -285,30 +289,22 @@ def transition(attempt: Attempt, event: str, change: Change = NO_CHANGE, *, fetc
         log.info("%s %s: no change, the document is not in %s at that attempt",
                  event, attempt, "/".join(sorted(s.value for s in src)))
         return None
+    update = sent[0]
     if before is not None:
         after = dict(before)
         for name, (values, cap) in pushes.items():
             after[name] = (list(before.get(name) or []) + values)[-cap:]
-        for name in unset:
+        for name in update.get("$unset", ()):
             after.pop(name, None)
         source = S(before["process_status"])
     else:
         after = {"_id": attempt.id}
         source = next(iter(src)) if len(src) == 1 else None
-    after.update(fields)
+    after.update(update["$set"])
     after["attempt"] = new_attempt
     notify(Transition(attempt.collection, attempt.id, event, source, r.target, new_attempt,
                        change.note, after))
     return after
-
-
-def _own_result(coll, id, attempt: int, entry: dict, fetch: bool) -> dict | None:
-    """The document if it shows this write's result: ``attempt`` at the target status with
-    this write's history entry (same event and time, to the millisecond)."""
-    query = {"_id": id, "attempt": attempt, "process_status": entry["status"],
-             "history": {"$elemMatch": {"event": entry["event"], "time": entry["time"],
-                                        "attempt": attempt}}}
-    return coll.find_one(query, None if fetch else {"_id": 1, "attempt": 1, "history": {"$slice": -2}})
 
 
 def _landed(attempt: Attempt, event, target, number, note, stored: dict, fields: dict,
@@ -387,7 +383,10 @@ def transition_many(collection: str, ids: Iterable, number: int, event: str,
     _, query, update, entry, fields, _, _ = write_of(r, Attempt(collection, None, number), change, now)
     query["_id"] = {"$in": ids}
     coll = db.status_collection(db.database()[collection])
-    changed = coll.update_many(query, update).modified_count
+    if r.target in COMPLETED:  # each document with its own phases (proc.phases)
+        changed = phases.update_each(coll, query, update, now)
+    else:
+        changed = coll.update_many(query, update).modified_count
     if changed:
         for raw in coll.find({"_id": {"$in": ids}, "attempt": number, "history": {"$elemMatch": {
                 "event": event, "time": now, "attempt": number}}}, {"_id": 1}):

@@ -5,7 +5,9 @@ task id of its own: bulk redispatch, and the DISPATCHED write after it): one uno
 ``bulk_write`` of the per-document conditional updates of ``machine.write_of`` (the same id,
 attempt and source-status conditions), then one read of the documents whose history holds
 this write's entry. A document that changed meanwhile is not matched and not reported, as
-``transition`` would return None for it. Listeners hear of each document changed.
+``transition`` would return None for it. An ending write (bulk cancel) first reads the
+documents once and carries each attempt's phases, conditional on ``last_status_change`` as
+read (``proc.phases``): a document that moved after that read is skipped, never forced. Listeners hear of each document changed.
 """
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from typing import Iterable
 
 from pymongo import UpdateOne
 
-from . import db, machine
+from . import db, machine, phases
 from .machine import Attempt, Change
-from .status import ProcessStatus as S
+from .status import COMPLETED, ProcessStatus as S
 from .timeutil import utcnow
 
 
@@ -25,14 +27,23 @@ def transition_each(collection: str, items: Iterable[tuple[Attempt, Change]], ev
     of exactly the conditional updates ``transition`` sends one by one, then one read of which
     landed. Returns, for each changed document, what ``transition(fetch=False)`` returns."""
     r, now = machine.rule(event), utcnow()
+    items = list(items)
+    coll = db.status_collection(db.database()[collection])
+    read = {}
+    if r.target in COMPLETED and items:  # an ending write carries each attempt's phases: one read
+        read = {raw["_id"]: raw for raw in coll.find({"_id": {"$in": [a.id for a, _ in items]}},
+                                                       phases.READ_FIELDS)}
     ops, written = [], {}
     for attempt, change in items:
         _, query, update, entry, fields, _, _ = machine.write_of(r, attempt, change, now)
+        if r.target in COMPLETED:
+            raw = read.get(attempt.id) or {}
+            query = {**query, "last_status_change": raw.get("last_status_change")}  # as read, or skipped
+            update = phases.with_phases(update, phases.of(raw.get("history") or [], attempt.number, now))
         ops.append(UpdateOne(query, update))
         written[attempt.id] = (attempt, change, {"_id": attempt.id, **fields, "attempt": entry["attempt"]})
     if not ops:
         return []
-    coll = db.status_collection(db.database()[collection])
     coll.bulk_write(ops, ordered=False)
     landed = []
     for raw in coll.find({"_id": {"$in": list(written)}, "history": {"$elemMatch": {"event": event, "time": now}}},

@@ -120,6 +120,14 @@ def require_real_server(reason: str = "needs a real MongoDB server (run with --r
 started: list[subprocess.Popen] = []
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARTIFACTS = os.path.join(PROJECT_DIR, "artifacts")
+"""Where the browser tests save their screenshots (docs/images/ holds copies)."""
+
+
+def text(driver, selector: str) -> str:
+    """The rendered text of the first element ``selector`` finds (read in one script: a live
+    part of the page may be replaced in place between two calls)."""
+    return driver.execute_script("return document.querySelector(arguments[0]).innerText;", selector)
 
 
 def venv_bin(name: str) -> str:

@@ -216,3 +216,18 @@ def test_a_broker_that_is_down_is_reported_and_the_cancel_stands(database):
     plan = terminate.plan(machine.Attempt.of("upload", before), before, app=dead)
     assert plan.outcome == "not_sent" and "the broker is away" in plan.detail
     assert Upload._get_collection().find_one({"_id": pk})["process_status"] == "FAILURE"
+
+
+def test_a_bulk_cancel_of_running_loops_writes_each_ones_phases_and_stops_them(worker):
+    from proc import bulk
+    from proc.filters import from_options
+
+    docs = [start("steps") for _ in range(2)]
+    result = bulk.run("cancel", from_options(kind="test_looper.loop", status=["RUNNING"]), by="tester")
+    assert result.changed == 2
+    for doc in docs:
+        wait_for(lambda doc=doc: str(doc.pk) in cm.stopped_at, timeout=10, message="the loop to stop")
+        doc.reload()
+        assert doc.process_status == "FAILURE"
+        phases = doc._get_collection().find_one({"_id": doc.pk})["phases"]
+        assert set(phases) == {"held", "queued", "run"} and phases["run"] > 0, phases

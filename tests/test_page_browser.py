@@ -15,7 +15,7 @@ from proc import admin, config, monitor, registry
 from proc.demo.models import Precheck, Upload
 from proc.status import LIFECYCLE, ProcessStatus as S
 from proc.timeutil import utcnow
-from support import wait_for
+from support import text, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -41,10 +41,6 @@ def box_counts(driver) -> dict[str, int]:
         "return Array.from(document.querySelectorAll('.boxes .box')).map(function (b) {"
         " return [b.getAttribute('data-status'), b.querySelector('.box-count').textContent.trim()]; });")
     return {status: int(count) for status, count in pairs}
-
-
-def text(driver, selector: str) -> str:
-    return driver.execute_script("return document.querySelector(arguments[0]).innerText;", selector)
 
 
 def test_boxes_show_the_counts_and_change_in_place_when_processes_move(browser, server):

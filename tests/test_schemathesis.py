@@ -44,7 +44,8 @@ def test_api_answers_every_generated_request_without_a_server_error():
     target = seed(Precheck, S.FAILURE, age=900, errors=["boom"])
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app, headers=bearer())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.label for op in operations} >= {"GET /api/status", "GET /api/procs", "POST /api/procs/{collection}/{id}/cancel",
+    assert {op.label for op in operations} >= {"GET /api/status", "GET /api/procs", "GET /api/timings",
+                                               "POST /api/procs/{collection}/{id}/cancel",
                                                "POST /api/procs/bulk", "GET /api/bulk-actions"}
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):

@@ -1,0 +1,61 @@
+"""Proc subclasses for the timing tests: a method that sleeps a known time under a concurrency
+limit of 1, and a parent whose children sleep, so every phase has a known lower bound."""
+from __future__ import annotations
+
+import time
+
+from mongoengine import FloatField, IntField, StringField
+
+from proc import Proc, process
+
+
+class Napper(Proc):
+    meta = {"collection": "test_napper"}
+    seconds = FloatField(default=0.2)
+
+    @process(limit=1, queue_timeout=600)
+    def nap(self):
+        time.sleep(self.seconds)  # the simulated work whose length the phases must show
+
+
+class Brood(Proc):
+    meta = {"collection": "test_brood"}
+    n = IntField(default=2)
+    seconds = FloatField(default=0.3)
+    group = StringField(default="")
+
+    @process(join="gather")
+    def hatch(self):
+        time.sleep(self.seconds)  # the parent's own first RUNNING spell
+        for _ in range(self.n):
+            chick = Chick(seconds=self.seconds)
+            chick.save()
+            self.spawn(chick.grow)
+
+    def gather(self):
+        time.sleep(self.seconds)  # the parent's second RUNNING spell (the join)
+
+
+class Chick(Proc):
+    meta = {"collection": "test_chick"}
+    seconds = FloatField(default=0.3)
+
+    @process
+    def grow(self):
+        time.sleep(self.seconds)
+
+
+def seed_ended(cls, method: str, values, *, ago: float = 10.0, status: str = "SUCCESS", extra=None,
+               seed: int = 7) -> None:
+    """Ended documents of ``cls`` whose last attempt ran ``method`` with phases ``values``
+    (each ``{phase: seconds}``), written directly as the ending write leaves them."""
+    import random
+    from datetime import timedelta
+
+    from proc.timeutil import utcnow
+
+    draws, now = random.Random(seed), utcnow()
+    cls._get_collection().insert_many([
+        {"process_status": status, "current_process": method, "attempt": 1,
+         "complete_time": now - timedelta(seconds=ago), "last_status_change": now - timedelta(seconds=ago),
+         "phases": phases, "phases_draw": draws.random(), **(extra or {})} for phases in values])
