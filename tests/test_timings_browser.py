@@ -16,6 +16,25 @@ SCREENSHOT = Path(ARTIFACTS) / "check-status.png"
 pytestmark = pytest.mark.browser
 
 
+def shoot(browser, path: Path) -> None:
+    """Save a screenshot of the panel, between two in-place refreshes (one that replaces the
+    panel while it is being shot leaves a stale element: shoot again)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    path.parent.mkdir(exist_ok=True)
+
+    def taken() -> bool:
+        try:
+            element = browser.find_element("id", "timings")
+            browser.execute_script("arguments[0].scrollIntoView(true);", element)
+            element.screenshot(str(path))
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    wait_for(taken, timeout=10, message="a screenshot of the panel between two refreshes")
+
+
 @pytest.fixture
 def server(monkeypatch):
     """The demo's own page server (a werkzeug thread of this process), refreshing every 0.5 s
@@ -56,10 +75,7 @@ def test_where_time_goes_draws_bars_per_kind_and_fills_in_place_as_processes_end
         timeout=15, message="the new kind's bars in the panel")
     assert browser.execute_script("return window.__sameDocument;") == "yes"
     assert "p50 12.0 s · p95 12.0 s" in text(browser, "#timings")  # waiting, for a parent
-    element = browser.find_element("id", "timings")
-    browser.execute_script("arguments[0].scrollIntoView(true);", element)
-    TIMINGS_SCREENSHOT.parent.mkdir(exist_ok=True)
-    element.screenshot(str(TIMINGS_SCREENSHOT))
+    shoot(browser, TIMINGS_SCREENSHOT)
 
 
 DEMO_SCREENSHOT = SCREENSHOT.with_name("where-time-goes-demo.png")
@@ -98,7 +114,4 @@ def test_the_demo_fills_where_time_goes_as_its_processes_end(browser, server):
         "return Array.from(document.querySelectorAll('#timings [data-kind=\"upload.process_upload\"] g.phase'))"
         ".map(function (g) { return g.getAttribute('data-phase'); });")
     assert upload == ["held", "queued", "run", "waiting"]  # a parent waits for its entries
-    element = browser.find_element("id", "timings")
-    browser.execute_script("arguments[0].scrollIntoView(true);", element)
-    DEMO_SCREENSHOT.parent.mkdir(exist_ok=True)
-    element.screenshot(str(DEMO_SCREENSHOT))
+    shoot(browser, DEMO_SCREENSHOT)
