@@ -345,6 +345,7 @@ def main(argv=None) -> int:
                         for key, value in ratios.items():
                             res.ratios.setdefault(key, []).append(value)
                         if error:
+                            print(f"  {tree.label} {name} {tier}: {error}", flush=True)
                             res.errors.append(f"round {r + 1}: {error}")
     print(f"\n{args.rounds} round(s) interleaved, {time.perf_counter() - started:.0f} s; "
           f"sizes: {'--quick' if args.quick else 'full'} (benchmarks.compare.SIZES); logs in {logs}")
