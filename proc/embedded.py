@@ -79,24 +79,30 @@ def id_lookup(filter) -> tuple[list, dict] | None:
     return None
 
 
+_MISSING = object()
+
+
 def _candidates(store, values: list) -> list:
     """The stored documents whose ``_id`` equals one of ``values``, each once, in the order
     of ``values``. mongomock keys a document by its ``_id`` as inserted but stores a date
-    at millisecond precision, naive UTC: date values are therefore compared with each
-    stored ``_id`` in one pass instead of looked up by key."""
+    at millisecond precision, naive UTC: dates are looked up by key when each one is found
+    so with a stored ``_id`` equal to it; otherwise (one inserted with microseconds or a time
+    zone, or absent) every date is compared with each stored ``_id`` in one pass, after the
+    other values, in the store's order."""
     store._remove_expired_documents()
     with store._rwlock.reader():
         documents = store._documents
-        found, seen = [], set()
         dates = [v for v in values if isinstance(v, datetime.datetime)]
+        by_key = all(documents.get(v, {}).get("_id", _MISSING) == v for v in dates)
+        found, seen = [], set()
         for value in values:
-            if isinstance(value, datetime.datetime):
+            if isinstance(value, datetime.datetime) and not by_key:
                 continue
             doc = documents.get(value)
             if doc is not None and id(doc) not in seen:
                 seen.add(id(doc))
                 found.append(doc)
-        if dates:
+        if dates and not by_key:
             wanted = set(dates)
             for doc in list(documents.values()):
                 stored = doc.get("_id")

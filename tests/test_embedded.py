@@ -196,7 +196,8 @@ def test_dates_inserted_with_microseconds_or_a_time_zone_are_still_found(databas
     assert stored == [datetime(2022, 1, 1, 0, 0, 0, 123000), datetime(2022, 1, 2, 10),
                       datetime(2022, 1, 3)]
     for filter in ({"_id": stored[0]}, {"_id": stored[1]}, {"_id": {"$in": stored}},
-                   {"_id": {"$in": [stored[0], "x"]}, "n": 1}):
+                   {"_id": {"$in": [stored[0], "x"]}, "n": 1},
+                   {"_id": {"$in": [stored[2], stored[2], datetime(2030, 1, 1), stored[1]]}}):
         assert [d["n"] for d in mine.find(filter)] == [d["n"] for d in plain.find(filter)] != []
     assert mine.update_many({"_id": {"$in": stored}}, {"$set": {"seen": True}}).modified_count == 3
 

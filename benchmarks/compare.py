@@ -1,0 +1,361 @@
+"""Two revisions' benchmarks, interleaved in one run: each ratio of the new against the old.
+
+    python -m benchmarks.compare --old DIR --new DIR [--rounds 3] [--tier both|embedded|real]
+                                 [--quick] [--timeout S] [NAME ...]
+
+``DIR`` is a checkout with its own ``.venv`` (``make install-test``); NAME is one of
+lifecycle, status, sweep, datafix (default: all). For every round, benchmark and tier, the
+old tree's ``benchmarks/bench_NAME.py`` runs with the old tree's Python (cwd the old tree),
+then the new tree's, alternating which goes first each round, one process per run. Each
+prints its ratios of proc against a naive baseline measured side by side in that process;
+they are parsed from what each revision prints (the two formats differ), and per ratio the
+report gives both medians over the rounds, their spread (min-max), new/old and a verdict.
+
+Invariants:
+
+- Every ratio compared is proc's speed over a baseline's (higher is better), so the bound is
+  one-sided: FAIL when new/old < 0.90 (a loss of more than 10%); a gain of more than 10% is
+  a PASS, marked. Exit status 1 on any FAIL or failed run.
+- Nothing is dropped silently: a benchmark one tree lacks, a ratio only one revision prints,
+  a run that exits non-zero or times out each get a row of their own.
+- Both revisions get the same sizes and the same services, fresh for each run: a private
+  ``redis-server`` on a free port (``CELERY_BROKER_URL``, emptied before each run) and, on
+  the real tier, a private SecantusDB (``MONGODB_URI``; ``benchmarks.common.SecantusProcess``).
+- A benchmark without ``--tier`` (before the two-tier benchmarks) runs as it is on the
+  embedded tier; on the real tier it runs under ``REAL_SHIM``, which points its
+  ``mongomock://`` URIs at the server. Its own round-trip counts only see mongomock there:
+  they are not ratios and are not compared. Neither tree's code is changed.
+
+Every run's output is kept in a log directory (printed first).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NAMES = ("lifecycle", "status", "sweep", "datafix")
+#: Per benchmark: (size flag, real-tier size flag, {tier: size}, {tier: quick size}, other flags).
+#: The lifecycle keeps its sizes with --quick: at fewer processes its rates are all noise.
+SIZES = {
+    "lifecycle": ("--n", "--real-n", {"embedded": 1000, "real": 300}, {"embedded": 1000, "real": 300},
+                  ["--rounds", "1"]),
+    "status": ("--sizes", "--real-sizes", {"embedded": 100_000, "real": 100_000},
+               {"embedded": 10_000, "real": 10_000}, ["--repeat", "3"]),
+    "sweep": ("--processes", "--real-processes", {"embedded": 100_000, "real": 100_000},
+              {"embedded": 20_000, "real": 20_000}, ["--repeat", "3"]),
+    "datafix": ("--docs", "--real-docs", {"embedded": 20_000, "real": 2_000},
+                {"embedded": 5_000, "real": 1_000}, []),
+}
+BOUND = 0.90
+
+REAL_SHIM = """
+import os, runpy, sys
+from urllib.parse import urlsplit
+from proc import config, db
+base = os.environ["PROC_COMPARE_REAL_URI"].rstrip("/")
+def real(uri):
+    if isinstance(uri, str) and uri.startswith("mongomock://"):
+        return base + "/" + (urlsplit(uri).path.lstrip("/") or "proc")
+    return uri
+_configure, _connect = config.configure, db.connect
+def configure(**settings):
+    if "mongodb_uri" in settings:
+        settings["mongodb_uri"] = real(settings["mongodb_uri"])
+    return _configure(**settings)
+config.configure, db.connect = configure, lambda uri=None: _connect(real(uri))
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+"""Runs a one-tier (embedded-only) benchmark against ``PROC_COMPARE_REAL_URI``: every
+``mongomock://host/NAME`` given to ``config.configure`` or ``db.connect`` becomes ``URI/NAME``."""
+
+
+# -- parsing what each revision prints ---------------------------------------------------------
+
+_X = re.compile(r"(\d[\d,]*(?:\.\d+)?)x\b")
+_PARENS = re.compile(r"\([^()]*\)")
+
+
+def _numbers_x(rest: str) -> list[float]:
+    """The ``12.3x`` figures of a line, comments in parentheses removed."""
+    return [float(m.replace(",", "")) for m in _X.findall(_PARENS.sub("", rest))]
+
+
+def _tier_lines(text: str, tier: str):
+    """The lines of ``text`` that belong to ``tier``: a line led by another tier's name (the
+    two-tier tables) is skipped; the one-tier format has no such lead."""
+    for line in text.splitlines():
+        lead = line.split(maxsplit=1)[0] if line.strip() else ""
+        if lead in ("embedded", "real") and lead != tier:
+            continue
+        yield line[len(lead):] if lead == tier else line
+
+
+def parse_lifecycle(text: str, tier: str) -> dict[str, float]:
+    """``ratio (a)/(b) = 0.94x`` (one tier) or a table row ``ratio (a)/(b) (...) 0.94x 0.44x``
+    with one column per tier, in the order of the table's header."""
+    columns = ["embedded", "real"]
+    for line in text.splitlines():
+        words = line.split()
+        if words and set(words) <= {"embedded", "real"}:
+            columns = words
+    out = {}
+    for line in text.splitlines():
+        m = re.search(r"ratio (\(a'?\)/\([bc]\))", line)
+        if m:
+            values = _numbers_x(line[m.end():])
+            if len(values) == 1:
+                out[m.group(1)] = values[0]
+            elif len(values) == len(columns) and tier in columns:
+                out[m.group(1)] = values[columns.index(tier)]
+    return out
+
+
+def parse_status(text: str, tier: str) -> dict[str, float]:
+    """Rows with three ``N trips[,] T s`` cells (/api/status, the aggregation, the naive loop),
+    after the number of processes: the ratios of the naive loop's time to each."""
+    out = {}
+    for line in _tier_lines(text, tier):
+        times = re.findall(r"trips,?\s+(\d+\.\d+)\s?s\b", line)
+        size = re.match(r"[\s|]*([\d,]+)\s", line)
+        if len(times) == 3 and size:
+            api, agg, naive = (float(t) for t in times)
+            n = size.group(1)
+            out[f"naive / aggregation time @ {n}"] = naive / agg if agg else float("inf")
+            out[f"naive / /api/status time @ {n}"] = naive / api if api else float("inf")
+    return out
+
+
+def parse_sweep(text: str, tier: str) -> dict[str, float]:
+    """``ratio naive / sweep  12.3x ... 1000x``: the time ratio, then documents read."""
+    for line in _tier_lines(text, tier):
+        if "ratio naive / sweep" in line:
+            values = _numbers_x(line.split("ratio naive / sweep", 1)[1])
+            if len(values) == 2:
+                return {"naive / sweep time": values[0], "naive / sweep documents read": values[1]}
+    return {}
+
+
+def parse_datafix(text: str, tier: str) -> dict[str, float]:
+    """``speedup vs save loop[:] (goal) 4.1x`` and ``speed vs bare update[:] (goal) 0.14x``."""
+    out = {}
+    for line in _tier_lines(text, tier):
+        for label in ("speedup vs save loop", "speed vs bare update"):
+            if label in line:
+                values = _numbers_x(line.split(label, 1)[1])
+                if values:
+                    out[label] = values[0]
+    return out
+
+
+PARSERS = {"lifecycle": parse_lifecycle, "status": parse_status, "sweep": parse_sweep,
+           "datafix": parse_datafix}
+
+
+# -- running ------------------------------------------------------------------------------------
+
+@dataclass
+class Tree:
+    label: str   # "old" or "new"
+    path: Path
+
+    @property
+    def python(self) -> str:
+        return str(self.path / ".venv" / "bin" / "python")
+
+    def script(self, name: str) -> Path:
+        return self.path / "benchmarks" / f"bench_{name}.py"
+
+    def has(self, name: str) -> bool:
+        return self.script(name).exists()
+
+    def two_tier(self, name: str) -> bool:
+        """Whether its benchmark takes ``--tier`` (else it runs on the embedded tier only)."""
+        return "add_tier_argument" in self.script(name).read_text()
+
+
+@dataclass
+class Result:
+    ratios: dict[str, list[float]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def redis_server():
+    """A private redis-server (no persistence) on a free port; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("benchmarks.compare needs redis-server on PATH (scripts/install-system-deps)")
+    import redis
+
+    from benchmarks.common import free_port
+
+    port = free_port()
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                sys.exit(f"redis-server did not answer on port {port}")
+            time.sleep(0.1)
+    try:
+        yield url, client
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def command(tree: Tree, name: str, tier: str, quick: bool) -> list[str]:
+    flag, real_flag, sizes, quick_sizes, extra = SIZES[name]
+    size = str((quick_sizes if quick else sizes)[tier])
+    if tree.two_tier(name):
+        return [tree.python, "-m", f"benchmarks.bench_{name}", flag, size, real_flag, size,
+                "--tier", tier, *extra]
+    args = [f"benchmarks.bench_{name}", flag, size, *extra]
+    if tier == "real":
+        return [tree.python, "-c", REAL_SHIM, *args]
+    return [tree.python, "-m", *args]
+
+
+def run_one(tree: Tree, name: str, tier: str, args, broker, log: Path) -> tuple[dict, str | None]:
+    """One benchmark run: (ratios, error or None); its output goes to ``log``."""
+    url, client = broker
+    client.flushall()
+    env = {**os.environ, "CELERY_BROKER_URL": url}
+    env.pop("MONGODB_URI", None)
+    cmd = command(tree, name, tier, args.quick)
+    with contextlib.ExitStack() as stack:
+        if tier == "real":
+            from benchmarks.common import SecantusProcess  # (it registers a pymongo listener)
+
+            server = stack.enter_context(SecantusProcess())
+            env["MONGODB_URI"] = env["PROC_COMPARE_REAL_URI"] = server.url
+            if not tree.two_tier(name):  # the old sweep reads MONGODB_URI itself, with its database
+                env["MONGODB_URI"] = server.url + f"proc_bench_{name}"
+        started = time.perf_counter()
+        with open(log, "w") as out:
+            out.write(" ".join(c if c != REAL_SHIM else "REAL_SHIM" for c in cmd) + "\n\n")
+            out.flush()
+            process = subprocess.Popen(cmd, cwd=tree.path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+            try:
+                code = process.wait(args.timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()
+                return {}, f"timed out after {args.timeout:.0f} s (log {log})"
+    seconds = time.perf_counter() - started
+    text = log.read_text()
+    if code:
+        return {}, f"exit {code} (log {log})"
+    ratios = PARSERS[name](text, tier)
+    print(f"  {tree.label} {name} {tier}: {seconds:.0f} s: "
+          + (", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) or "no ratio found"), flush=True)
+    return ratios, None if ratios else f"no ratio found in its output (log {log})"
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else "-"
+
+
+def report(results: dict) -> bool:
+    """Print the table; True if every ratio passes."""
+    ok = True
+    rows = []
+    for (name, tier), by_tree in results.items():
+        old, new = by_tree["old"], by_tree["new"]
+        for label, res in (("old", old), ("new", new)):
+            for error in res.errors:
+                rows.append([name, tier, f"({label} run)", "", "", "", "", "", f"FAIL: {error}"])
+                ok = False
+        for ratio in sorted(set(old.ratios) | set(new.ratios), key=lambda r: (r not in old.ratios, r)):
+            o, n = old.ratios.get(ratio), new.ratios.get(ratio)
+            if not o or not n:
+                rows.append([name, tier, ratio, f"{statistics.median(o):.2f}" if o else "", spread(o or []),
+                             f"{statistics.median(n):.2f}" if n else "", spread(n or []), "",
+                             f"only {'old' if o else 'new'} prints it"])
+                continue
+            om, nm = statistics.median(o), statistics.median(n)
+            change = nm / om if om else float("inf")
+            verdict = "PASS" if change >= BOUND else "FAIL"
+            ok &= verdict == "PASS"
+            if change > 2 - BOUND:
+                verdict += " (gain > 10%)"
+            rows.append([name, tier, ratio, f"{om:.2f}", spread(o), f"{nm:.2f}", spread(n),
+                         f"{change:.2f}", verdict])
+    from benchmarks.common import table
+
+    print(table(["benchmark", "tier", "ratio", "old median", "old spread", "new median", "new spread",
+                 "new/old", f"verdict (FAIL below {BOUND:.2f})"], rows, "<<<>>>>><"))
+    return ok
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {', '.join(NAMES)}")
+    parser.add_argument("--old", type=Path, required=True, help="the old checkout (with its .venv)")
+    parser.add_argument("--new", type=Path, required=True, help="the new checkout (with its .venv)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tier", choices=("both", "embedded", "real"), default="both")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (see SIZES)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run (default 1800)")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in NAMES]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
+    trees = (Tree("old", args.old.resolve()), Tree("new", args.new.resolve()))
+    for tree in trees:
+        if not os.access(tree.python, os.X_OK):
+            parser.error(f"--{tree.label} {tree.path}: no {tree.python}; run make install-test there")
+    tier_names = ["embedded", "real"] if args.tier == "both" else [args.tier]
+    logs = Path(tempfile.mkdtemp(prefix="proc-bench-compare-"))
+    print(f"old {trees[0].path}, new {trees[1].path}; {args.rounds} round(s); logs in {logs}", flush=True)
+    names, missing = [], []
+    for name in args.names or NAMES:
+        lacking = [t.label for t in trees if not t.has(name)]
+        (missing if lacking else names).append((name, lacking))
+    results = {(name, tier): {"old": Result(), "new": Result()} for name, _ in names for tier in tier_names}
+    started = time.perf_counter()
+    with redis_server() as broker:
+        for r in range(args.rounds):
+            for i, (name, _) in enumerate(names):
+                for tier in tier_names:
+                    order = trees if (r + i) % 2 == 0 else trees[::-1]
+                    for tree in order:
+                        log = logs / f"{name}-{tier}-{tree.label}-{r + 1}.log"
+                        ratios, error = run_one(tree, name, tier, args, broker, log)
+                        res = results[(name, tier)][tree.label]
+                        for key, value in ratios.items():
+                            res.ratios.setdefault(key, []).append(value)
+                        if error:
+                            print(f"  {tree.label} {name} {tier}: {error}", flush=True)
+                            res.errors.append(f"round {r + 1}: {error}")
+    print(f"\n{args.rounds} round(s) interleaved, {time.perf_counter() - started:.0f} s; "
+          f"sizes: {'--quick' if args.quick else 'full'} (benchmarks.compare.SIZES); logs in {logs}")
+    ok = report(results)
+    for name, lacking in missing:
+        print(f"{name}: benchmarks/bench_{name}.py only in the {'old' if lacking == ['new'] else 'new'} tree"
+              if len(lacking) == 1 else f"{name}: in neither tree")
+        ok = False if len(lacking) == 2 else ok
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

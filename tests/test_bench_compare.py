@@ -1,0 +1,123 @@
+"""benchmarks.compare reads the ratios both benchmark formats print (the one-tier benchmarks of
+before the redesign and the two-tier ones), and its report names every loss, gap and failure."""
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import compare
+
+pytestmark = pytest.mark.embedded_only
+
+OLD_LIFECYCLE = """\
+round 1: (a)   163.1/s  (a')   182.4/s  (b)   144.9/s  (c)   468.2/s
+  ratio (a)/(b) = 1.13x   (goal >= 1.0x)
+  ratio (a')/(b) = 1.26x  (the tracking alone vs. naive tracking)
+  ratio (a)/(c) = 0.35x   (tracking overhead vs. the floor)
+"""
+NEW_LIFECYCLE = """\
+                                                     embedded         real
+------------------------------------------------  -----------  -----------
+(a) proc tracked lifecycle                              264.5         35.6
+ratio (a)/(b)  (goal >= 1.0x)                           0.97x        0.46x
+ratio (a')/(b) (the tracking alone vs. naive)           0.69x        0.60x
+ratio (a)/(c)  (tracking overhead vs. the floor)        0.91x        0.07x
+"""
+OLD_STATUS = """\
+ processes | /api/status           | counts+oldest aggregation           | naive count() loop           | needs attention
+    10,000 |    19 trips    0.750s |                   5 trips    0.500s |           28 trips    0.250s |              20
+"""
+NEW_STATUS = """\
+tier      processes        /api/status  counts+oldest aggregation  naive count() loop  needs attention  naive / aggregation time
+embedded     10,000  23 trips, 0.600 s           6 trips, 0.400 s   35 trips, 0.200 s               20                     0.50x
+real         10,000  23 trips, 0.300 s           6 trips, 0.200 s   35 trips, 0.300 s               20                     1.50x
+"""
+OLD_SWEEP = "ratio naive / sweep           1.1x                         200x\n"
+NEW_SWEEP = """\
+embedded  ratio naive / sweep      0.7x                         200x
+real      ratio naive / sweep     11.8x                       1,000x
+"""
+OLD_DATAFIX = """\
+speedup vs save loop:        1.5x   (goal >= 10x)
+speed vs bare update:       0.24x   (goal >= 0.5x)
+"""
+NEW_DATAFIX = """\
+embedded  speedup vs save loop (goal >= 10x)             1.35x
+embedded  speed vs bare update (goal >= 0.5x)            0.07x
+real      speedup vs save loop (goal >= 10x)             1.81x
+"""
+
+
+def test_lifecycle_ratios_are_read_from_the_old_lines_and_from_the_tier_column_of_the_new_table():
+    assert compare.parse_lifecycle(OLD_LIFECYCLE, "embedded") == {"(a)/(b)": 1.13, "(a')/(b)": 1.26,
+                                                                   "(a)/(c)": 0.35}
+    assert compare.parse_lifecycle(NEW_LIFECYCLE, "real") == {"(a)/(b)": 0.46, "(a')/(b)": 0.60,
+                                                              "(a)/(c)": 0.07}
+    assert compare.parse_lifecycle(NEW_LIFECYCLE, "embedded")["(a)/(b)"] == 0.97
+
+
+def test_status_ratios_are_the_naive_loops_time_over_each_of_proc_s_in_both_formats():
+    old = compare.parse_status(OLD_STATUS, "embedded")
+    assert old == pytest.approx({"naive / aggregation time @ 10,000": 0.5,
+                                 "naive / /api/status time @ 10,000": 0.25 / 0.75})
+    new = compare.parse_status(NEW_STATUS, "real")
+    assert new == pytest.approx({"naive / aggregation time @ 10,000": 1.5,
+                                 "naive / /api/status time @ 10,000": 1.0})
+
+
+def test_sweep_and_datafix_ratios_are_read_for_the_tier_asked_only():
+    assert compare.parse_sweep(OLD_SWEEP, "embedded") == {"naive / sweep time": 1.1,
+                                                          "naive / sweep documents read": 200}
+    assert compare.parse_sweep(NEW_SWEEP, "real") == {"naive / sweep time": 11.8,
+                                                      "naive / sweep documents read": 1000}
+    assert compare.parse_datafix(OLD_DATAFIX, "embedded") == {"speedup vs save loop": 1.5,
+                                                              "speed vs bare update": 0.24}
+    assert compare.parse_datafix(NEW_DATAFIX, "real") == {"speedup vs save loop": 1.81}
+
+
+def _results(old: dict, new: dict, errors=()):
+    pair = {"old": compare.Result(ratios=old), "new": compare.Result(ratios=new, errors=list(errors))}
+    return {("sweep", "embedded"): pair}
+
+
+def test_a_loss_over_ten_percent_fails_and_a_gain_passes(capsys):
+    assert compare.report(_results({"r": [1.0, 1.0, 1.2]}, {"r": [0.95, 0.91, 0.9]})) is True
+    assert compare.report(_results({"r": [1.0]}, {"r": [1.5]})) is True
+    assert "PASS (gain > 10%)" in capsys.readouterr().out
+    assert compare.report(_results({"r": [1.0, 1.0]}, {"r": [0.85, 0.89]})) is False
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_a_ratio_only_one_revision_prints_and_a_failed_run_are_reported_not_dropped(capsys):
+    ok = compare.report(_results({"r": [1.0], "gone": [2.0]}, {"r": [1.0], "added": [3.0]},
+                                 errors=["round 1: exit 1 (log x.log)"]))
+    out = capsys.readouterr().out
+    assert ok is False
+    assert "only old prints it" in out and "only new prints it" in out
+    assert "FAIL: round 1: exit 1 (log x.log)" in out
+
+
+def test_an_old_benchmark_without_tiers_runs_on_the_real_tier_under_the_shim(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "bench_status.py").write_text("import argparse\n")
+    tree = compare.Tree("old", tmp_path)
+    assert compare.command(tree, "status", "embedded", True)[1:] == [
+        "-m", "benchmarks.bench_status", "--sizes", "10000", "--repeat", "3"]
+    real = compare.command(tree, "status", "real", True)
+    assert real[1:3] == ["-c", compare.REAL_SHIM] and real[3] == "benchmarks.bench_status"
+    (tmp_path / "benchmarks" / "bench_status.py").write_text("add_tier_argument(parser)\n")
+    assert compare.command(tree, "status", "real", True)[1:] == [
+        "-m", "benchmarks.bench_status", "--sizes", "10000", "--real-sizes", "10000", "--tier", "real",
+        "--repeat", "3"]
+
+
+def test_the_shim_points_an_old_benchmarks_embedded_uris_at_the_real_server(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "fake_bench.py").write_text(
+        "import sys\nfrom proc import config\n"
+        "print(config.configure(mongodb_uri='mongomock://localhost/proc_bench_x').mongodb_uri, sys.argv[1:])\n")
+    out = subprocess.run([sys.executable, "-c", compare.REAL_SHIM, "fake_bench", "--n", "5"], cwd=tmp_path,
+                         env={"PROC_COMPARE_REAL_URI": "mongodb://127.0.0.1:1/", "PATH": ""},
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "mongodb://127.0.0.1:1/proc_bench_x ['--n', '5']", out.stderr
