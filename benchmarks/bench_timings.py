@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import time
 from datetime import timedelta
 
-from benchmarks.common import add_tier_argument, print_tiers, table, tiers
+from benchmarks.common import add_tier_argument, empty_with_indexes, print_tiers, table, tiers, timed
 from proc import registry, timings
 from proc.phases import PHASES
 from proc.timeutil import utcnow
@@ -90,18 +89,6 @@ def naive(window: int = WINDOW) -> dict:
     return answer
 
 
-def timed(tier, fn, repeat: int):
-    """(median seconds, round trips of one call, result)."""
-    times, result = [], None
-    with tier.counter() as ops:
-        result = fn()
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), ops, result
-
-
 def run_tier(tier, sizes, repeat: int) -> list:
     database = tier.connect(DATABASE)
     registry.load_models()
@@ -110,10 +97,7 @@ def run_tier(tier, sizes, repeat: int) -> list:
     client = create_app({"TESTING": True, "PROC_API_TOKEN": None}).test_client()
     rows = []
     for n in sizes:
-        for name in database.list_collection_names():
-            database.drop_collection(name)
-        for cls in registry.proc_classes():
-            cls.ensure_indexes()  # as a deployed database has them
+        empty_with_indexes(database)
         started = time.perf_counter()
         seed(n)
         seeded = time.perf_counter() - started

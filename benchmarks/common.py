@@ -22,6 +22,7 @@ import contextlib
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -435,3 +436,27 @@ def table(headers: list[str], rows: list[list], aligns: str | None = None) -> st
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def timed(tier, fn, repeat: int):
+    """(median seconds over ``repeat`` calls, round trips of one more call before them,
+    that call's result): what a benchmark reports for one measured operation."""
+    with tier.counter() as ops:
+        result = fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), ops, result
+
+
+def empty_with_indexes(database) -> None:
+    """Drop every collection of ``database``, then create the Proc models' indexes, as a
+    deployed database has them (a benchmark's fresh start at each size)."""
+    from proc import registry
+
+    for name in database.list_collection_names():
+        database.drop_collection(name)
+    for cls in registry.proc_classes():
+        cls.ensure_indexes()
