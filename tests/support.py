@@ -130,6 +130,33 @@ def text(driver, selector: str) -> str:
     return driver.execute_script("return document.querySelector(arguments[0]).innerText;", selector)
 
 
+def hold_dispatched_until_claimed(monkeypatch) -> None:
+    """Make every caller's DISPATCHED write wait until a worker has claimed the attempt (the
+    claim overtakes it: PENDING -> RUNNING), through ``machine.transition``."""
+    import threading
+
+    from proc import machine
+
+    original = machine.transition
+    claimed = threading.Event()
+
+    def slow_dispatched(attempt, event, *args, **kw):
+        if event == "dispatched":
+            claimed.wait(timeout=20)  # hold the DISPATCHED write until the worker claimed
+        result = original(attempt, event, *args, **kw)
+        if event == "claim" and result is not None:
+            claimed.set()
+        return result
+
+    monkeypatch.setattr(machine, "transition", slow_dispatched)
+
+
+def report_page(report) -> int:
+    """The page a running demo ``Report`` says it is at (its step ``"page N/M ..."``), else 0."""
+    step = report.reload_status().current_process_step or ""
+    return int(step.split()[1].split("/")[0]) if step.startswith("page ") else 0
+
+
 def venv_bin(name: str) -> str:
     """The console script ``name`` of this interpreter's environment (the project's venv)."""
     import sys

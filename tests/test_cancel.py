@@ -14,7 +14,7 @@ from celery import Celery
 
 from proc import ProcessCancelled, admin, config, machine, terminate
 from proc.status import ProcessStatus as S
-from support import wait_for
+from support import report_page, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -128,11 +128,7 @@ def test_the_demo_report_cancelled_while_it_runs_stops_and_keeps_the_pages_it_di
     report = models.Report(name="r", pages=200)
     report.save()
     report.build()
-    def page() -> int:
-        step = report.reload_status().current_process_step or ""
-        return int(step.split()[1].split("/")[0]) if step.startswith("page ") else 0
-
-    wait_for(lambda: page() >= 3, timeout=15, message="the report to run")
+    wait_for(lambda: report_page(report) >= 3, timeout=15, message="the report to run")
     admin.cancel("report", report.pk, by="tester")
     wait_for(lambda: report.reload().history[-1]["event"] == "stopped", timeout=10, message="the stop")
     assert report.process_status == "FAILURE" and 3 <= report.pages_done < 200

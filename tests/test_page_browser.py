@@ -15,7 +15,7 @@ from proc import admin, config, monitor, registry
 from proc.demo.models import Precheck, Upload
 from proc.status import LIFECYCLE, ProcessStatus as S
 from proc.timeutil import utcnow
-from support import text, wait_for
+from support import report_page, text, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -166,11 +166,7 @@ def test_a_running_demo_report_cancelled_from_its_page_stops_within_a_heartbeat(
     report.save()
     report.build()
 
-    def page() -> int:
-        step = report.reload_status().current_process_step or ""
-        return int(step.split()[1].split("/")[0]) if step.startswith("page ") else 0
-
-    wait_for(lambda: page() >= 3, timeout=15, message="the report to run")
+    wait_for(lambda: report_page(report) >= 3, timeout=15, message="the report to run")
     browser.get(f"{server}/projects/admin/check-status/procs/report/{report.pk}")
     browser.execute_script("window.confirm = function () { return true; };")
     browser.find_element(By.XPATH, "//button[normalize-space()='Cancel']").click()

@@ -2,13 +2,12 @@
 ends it, and match the times in its history."""
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta
 
 from core_models import Job
 from proc import admin, dispatch, machine, phases
 import support
-from timing_models import Brood, Chick, Napper
+from timing_models import Brood, Chick, Napper, naps_in_turn
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 
@@ -59,13 +58,7 @@ def test_an_attempt_whose_first_entry_fell_out_of_the_history_gets_no_phases():
 
 
 def test_processes_under_a_limit_of_one_record_their_sleep_as_run_and_the_wait_as_held(worker):
-    docs = [Napper(seconds=0.25) for _ in range(3)]
-    for d in docs:
-        d.save()
-    for d in docs:
-        d.nap()
-    for d in docs:
-        d.block_until_complete(30)
+    docs = naps_in_turn(0.25)
     for d in docs:
         assert d.process_status == "SUCCESS", d.describe()
         times = by_status(d)
@@ -86,18 +79,7 @@ def test_processes_under_a_limit_of_one_record_their_sleep_as_run_and_the_wait_a
 
 
 def test_the_pending_to_running_shortcut_writes_queued_zero(app, worker, monkeypatch):
-    original = machine.transition
-    claimed = threading.Event()
-
-    def slow_dispatched(attempt, event, *args, **kw):
-        if event == "dispatched":
-            claimed.wait(timeout=20)  # the worker claims before the DISPATCHED write lands
-        result = original(attempt, event, *args, **kw)
-        if event == "claim" and result is not None:
-            claimed.set()
-        return result
-
-    monkeypatch.setattr(machine, "transition", slow_dispatched)
+    support.hold_dispatched_until_claimed(monkeypatch)
     job = Job()
     job.save()
     dispatch.start(job, "noop")

@@ -10,7 +10,7 @@ import core_models
 from core_models import Child, Job, Limited, Parent
 from proc import ProcessAlreadyRunning, limits, machine
 from proc.names import RUN_TASK as TASK_NAME
-from support import wait_for
+from support import hold_dispatched_until_claimed, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -186,18 +186,7 @@ def test_a_worker_that_overtakes_the_dispatched_write_never_steps_back(app, work
     """The worker may claim RUNNING before the caller's DISPATCHED write lands."""
     from proc import dispatch
 
-    original = machine.transition
-    claimed = threading.Event()
-
-    def slow_dispatched(attempt, event, *args, **kw):
-        if event == "dispatched":
-            claimed.wait(timeout=20)  # hold the DISPATCHED write until the worker claimed
-        result = original(attempt, event, *args, **kw)
-        if event == "claim" and result is not None:
-            claimed.set()
-        return result
-
-    monkeypatch.setattr(machine, "transition", slow_dispatched)
+    hold_dispatched_until_claimed(monkeypatch)
     job = Job()
     job.save()
     dispatch.start(job, "noop")

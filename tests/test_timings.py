@@ -11,7 +11,7 @@ from proc import timings
 from proc.phases import PHASES
 from proc.timeutil import utcnow
 from support import CommandCounter
-from timing_models import Napper, seed_ended
+from timing_models import Napper, naps_in_turn, seed_ended
 
 KIND = "test_napper.nap"
 
@@ -27,13 +27,7 @@ def get(client, query: str = "", status: int = 200) -> dict:
 
 
 def test_sleeps_under_a_limit_of_one_show_as_run_and_the_last_one_waited_as_held(client, worker):
-    docs = [Napper(seconds=0.3) for _ in range(3)]
-    for d in docs:
-        d.save()
-    for d in docs:
-        d.nap()
-    for d in docs:
-        d.block_until_complete(30)
+    docs = naps_in_turn(0.3)
     longest_wait = max((d.history[1]["time"] - d.history[0]["time"]).total_seconds() for d in docs)
     stats = get(client, f"?kind={KIND}")["kinds"][KIND]
     assert stats["run"]["n"] == 3 and stats["held"]["n"] == 3

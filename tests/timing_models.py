@@ -45,6 +45,19 @@ class Chick(Proc):
         time.sleep(self.seconds)
 
 
+def naps_in_turn(seconds: float, n: int = 3) -> list:
+    """``n`` Nappers of ``seconds`` called at once (their kind's limit is one, so they run in
+    turn); returns them once each has ended."""
+    docs = [Napper(seconds=seconds) for _ in range(n)]
+    for d in docs:
+        d.save()
+    for d in docs:
+        d.nap()
+    for d in docs:
+        d.block_until_complete(30)
+    return docs
+
+
 def seed_ended(cls, method: str, values, *, ago: float = 10.0, status: str = "SUCCESS", extra=None,
                seed: int = 7) -> None:
     """Ended documents of ``cls`` whose last attempt ran ``method`` with phases ``values``
