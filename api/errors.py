@@ -30,6 +30,23 @@ def bad_parameter(parameter: str, message: str) -> ApiError:
     return ApiError(400, message, parameter)
 
 
+def whole_number(parameter: str, value: str | None, *, default: int, high: int,
+                 what: str = "an integer", high_means: str = "") -> int:
+    """Query parameter ``parameter``: a whole number from 1 to ``high`` (``default`` when
+    absent or empty); otherwise 400 naming it, saying ``{parameter} must be {what} from 1 to
+    {high}{high_means}, got ...``."""
+    if value in (None, ""):
+        return default
+    fix = f"{parameter} must be {what} from 1 to {high}{high_means}"
+    try:
+        number = int(value)
+    except ValueError:
+        raise bad_parameter(parameter, f"{fix}, got {value!r}") from None
+    if not 1 <= number <= high:
+        raise bad_parameter(parameter, f"{fix}, got {number}")
+    return number
+
+
 def error_response(status: int, message: str, parameter: str | None = None, headers=None):
     body = {"error": redact_url(message), "status": status}
     if parameter:

@@ -19,7 +19,7 @@ from bson import ObjectId, json_util
 from proc import registry
 from proc.filters import Filter, FilterError
 
-from .errors import bad_parameter
+from .errors import bad_parameter, whole_number
 from .queries import SUMMARY_FIELDS, summary
 from proc.timeutil import utcnow
 
@@ -55,15 +55,7 @@ def parse_sort(value: str | None) -> str:
 
 
 def parse_limit(value: str | None, default: int) -> int:
-    if value in (None, ""):
-        return default
-    try:
-        limit = int(value)
-    except ValueError:
-        raise bad_parameter("limit", f"limit must be an integer from 1 to {MAX_LIMIT}, got {value!r}") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise bad_parameter("limit", f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit}")
-    return limit
+    return whole_number("limit", value, default=default, high=MAX_LIMIT)
 
 
 def _value(raw: dict, field: str):

@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify, request
 from proc import registry, timings
 from proc.filters import FilterError, from_options
 
-from .errors import bad_parameter
+from .errors import bad_parameter, whole_number
 
 bp = Blueprint("timings", __name__, url_prefix="/api")
 
@@ -16,16 +16,8 @@ MAX_WINDOW = 30 * 24 * 3600
 
 def parse_window(value: str | None) -> int:
     """``window``: whole seconds, from 1 to 30 days (default one hour)."""
-    if value in (None, ""):
-        return DEFAULT_WINDOW
-    fix = f"window must be a whole number of seconds from 1 to {MAX_WINDOW} (30 days)"
-    try:
-        window = int(value)
-    except ValueError:
-        raise bad_parameter("window", f"{fix}, got {value!r}") from None
-    if not 1 <= window <= MAX_WINDOW:
-        raise bad_parameter("window", f"{fix}, got {window}")
-    return window
+    return whole_number("window", value, default=DEFAULT_WINDOW, high=MAX_WINDOW,
+                        what="a whole number of seconds", high_means=" (30 days)")
 
 
 def parse_kind(value: str | None) -> tuple[type, str | None] | None:
