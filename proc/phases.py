@@ -80,6 +80,14 @@ def with_phases(update: dict, phases: dict) -> dict:
     return update
 
 
+def as_read(query: dict, update: dict, raw: Mapping, number: int, now: datetime) -> tuple[dict, dict]:
+    """The ending write of attempt ``number`` for a document read as ``raw`` (``READ_FIELDS``):
+    conditional on its ``last_status_change`` being still what was read, with the phases of
+    the history read."""
+    return ({**query, "last_status_change": raw.get("last_status_change")},
+            with_phases(update, of(raw.get("history") or [], number, now)))
+
+
 def ending_write(coll, attempt, timeline, query: dict, update: dict, now: datetime, send) -> tuple:
     """Send the ending write ``send(query, update)`` with the attempt's phases in its ``$set``;
     returns what ``send`` returned.
@@ -94,8 +102,7 @@ def ending_write(coll, attempt, timeline, query: dict, update: dict, now: dateti
         raw = coll.find_one(query, READ_FIELDS)
         if raw is None:
             break  # not (or no longer) in a state this write ends
-        result = send({**query, "last_status_change": raw.get("last_status_change")},
-                      with_phases(update, of(raw.get("history") or [], attempt.number, now)))
+        result = send(*as_read(query, update, raw, attempt.number, now))
         if result[0]:
             return result
     return False, None
@@ -108,8 +115,7 @@ def update_each(coll, query: dict, update: dict, now: datetime) -> int:
     ``TRIES`` rounds). Returns how many documents changed."""
     changed = 0
     for _ in range(TRIES):
-        ops = [UpdateOne({**query, "_id": raw["_id"], "last_status_change": raw.get("last_status_change")},
-                         with_phases(update, of(raw.get("history") or [], raw.get("attempt"), now)))
+        ops = [UpdateOne(*as_read({**query, "_id": raw["_id"]}, update, raw, raw.get("attempt"), now))
                for raw in coll.find(query, READ_FIELDS)]
         if not ops:
             break

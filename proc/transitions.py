@@ -36,10 +36,8 @@ def transition_each(collection: str, items: Iterable[tuple[Attempt, Change]], ev
     ops, written = [], {}
     for attempt, change in items:
         _, query, update, entry, fields, _, _ = machine.write_of(r, attempt, change, now)
-        if r.target in COMPLETED:
-            raw = read.get(attempt.id) or {}
-            query = {**query, "last_status_change": raw.get("last_status_change")}  # as read, or skipped
-            update = phases.with_phases(update, phases.of(raw.get("history") or [], attempt.number, now))
+        if r.target in COMPLETED:  # as read, or skipped
+            query, update = phases.as_read(query, update, read.get(attempt.id) or {}, attempt.number, now)
         ops.append(UpdateOne(query, update))
         written[attempt.id] = (attempt, change, {"_id": attempt.id, **fields, "attempt": entry["attempt"]})
     if not ops:
