@@ -95,8 +95,13 @@ def test_a_parent_runs_twice_around_its_wait_for_children(worker):
     parent.block_until_complete(30)
     assert parent.process_status == "SUCCESS", parent.describe()
     times = by_status(parent)
-    assert [s for s, _ in times] == ["PENDING", "DISPATCHED", "RUNNING", "WAITING_FOR_RESULT", "RUNNING", "SUCCESS"]
     t = [when for _, when in times]
+    if times[1][0] == "RUNNING":  # the claim overtook the DISPATCHED write: queued is 0
+        assert [s for s, _ in times] == ["PENDING", "RUNNING", "WAITING_FOR_RESULT", "RUNNING", "SUCCESS"]
+        t.insert(1, t[1])
+    else:
+        assert [s for s, _ in times] == ["PENDING", "DISPATCHED", "RUNNING", "WAITING_FOR_RESULT", "RUNNING",
+                                         "SUCCESS"]
     assert parent.phases == {"held": seconds(t[0], t[1]), "queued": seconds(t[1], t[2]),
                              "run": round(seconds(t[2], t[3]) + seconds(t[4], t[5]), 3),
                              "waiting": seconds(t[3], t[4])}
