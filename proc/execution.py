@@ -47,11 +47,16 @@ def run_message(collection: str, id_json: str, method: str, args, kwargs, attemp
         log.info("ignored message for %s %s: already claimed, finished or superseded", kind.name, target)
         return "ignored"
     doc = cls._from_son(raw)
-    return execute(kind, doc, lambda: kind.process.fn(doc, *args, **(kwargs or {})), host=host)
+    return execute(kind, doc, lambda: kind.process.fn(doc, *args, **(kwargs or {})), host=host,
+                   timeline=raw.get("history"))
 
 
-def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
-    """Run ``call`` for the RUNNING ``doc`` and write how it ended. Returns the final status."""
+def execute(kind, doc, call, *, host: str, timeline: list, joining: bool = False) -> str:
+    """Run ``call`` for the RUNNING ``doc`` and write how it ended. Returns the final status.
+
+    ``timeline`` is the history (raw entries) returned by this worker's own claim or join,
+    which the ending write's phases are computed from: no read, and none of mongoengine's
+    per-entry conversion of ``doc.history``."""
     attempt = Attempt.of_doc(doc)
     if joining:  # the join's WAITING -> RUNNING flip wrote no heartbeat and no new deadline
         _refresh_for_join(kind, doc, attempt)
@@ -95,7 +100,7 @@ def execute(kind, doc, call, *, host: str, joining: bool = False) -> str:
     note = f"{'join of ' if joining else ''}{doc.current_process} " + ("failed" if errors else "succeeded")
     after = machine.transition(attempt, event, Change(
         fields=fields, errors=errors, warnings=warnings, note=note, host=host, sources=[S.RUNNING],
-        timeline=doc.history),  # from this worker's claim or join: the phases need no read
+        timeline=timeline),  # from this worker's claim or join: the phases need no read
         durable=True)
     if after is None:
         return _superseded(kind, doc, attempt, host)
@@ -142,7 +147,7 @@ def try_join(parent: Attempt) -> str | None:
     kind = registry.kind(cls, doc.current_process)
     join_name = kind.process.join
     call = getattr(doc, join_name) if join_name else (lambda: None)
-    return execute(kind, doc, call, host=host, joining=True)
+    return execute(kind, doc, call, host=host, timeline=raw.get("history"), joining=True)
 
 
 def _refresh_for_join(kind, doc, attempt: Attempt) -> None:
