@@ -1,7 +1,7 @@
 """Two revisions' benchmarks, interleaved in one run: each ratio of the new against the old.
 
     python -m benchmarks.compare --old DIR --new DIR [--rounds 3] [--tier both|embedded|real]
-                                 [--quick] [--timeout S] [NAME ...]
+                                 [--quick] [--timeout S] [--bench-from own|old|new] [NAME ...]
 
 ``DIR`` is a checkout with its own ``.venv`` (``make install-test``); NAME is one of
 lifecycle, status, sweep, datafix (default: all). For every round, benchmark and tier, the
@@ -10,6 +10,11 @@ then the new tree's, alternating which goes first each round, one process per ru
 prints its ratios of proc against a naive baseline measured side by side in that process;
 they are parsed from what each revision prints (the two formats differ), and per ratio the
 report gives both medians over the rounds, their spread (min-max), new/old and a verdict.
+
+``--bench-from old`` (or ``new``) measures both revisions with ONE instrument: that tree's
+benchmark scripts (its ``benchmarks`` package, loaded from there by ``BENCH_FROM``) run
+against each revision's own code (cwd and ``.venv`` of the revision). It compares code when
+a benchmark's baselines or options changed between the revisions (the datafix's did).
 
 Invariants:
 
@@ -78,6 +83,26 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
 """Runs a one-tier (embedded-only) benchmark against ``PROC_COMPARE_REAL_URI``: every
 ``mongomock://host/NAME`` given to ``config.configure`` or ``db.connect`` becomes ``URI/NAME``."""
+
+RUN = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+"""Runs a benchmark module as ``python -m`` would (after ``BENCH_FROM``)."""
+
+BENCH_FROM = """
+import importlib.util, sys
+from pathlib import Path
+_package = Path(sys.argv.pop(1)) / "benchmarks"
+_spec = importlib.util.spec_from_file_location("benchmarks", _package / "__init__.py",
+                                               submodule_search_locations=[str(_package)])
+sys.modules["benchmarks"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sys.modules["benchmarks"])
+"""
+"""The prelude of ``--bench-from``: the ``benchmarks`` package comes from the directory given
+as the first argument; everything else (proc, migrations, api) from the cwd and the venv,
+i.e. the revision measured. Followed by ``RUN`` or ``REAL_SHIM``."""
 
 
 # -- parsing what each revision prints ---------------------------------------------------------
@@ -168,13 +193,18 @@ PARSERS = {"lifecycle": parse_lifecycle, "status": parse_status, "sweep": parse_
 class Tree:
     label: str   # "old" or "new"
     path: Path
+    bench: Path | None = None  # where its benchmark scripts come from (--bench-from); None: its own
 
     @property
     def python(self) -> str:
         return str(self.path / ".venv" / "bin" / "python")
 
+    @property
+    def bench_root(self) -> Path:
+        return self.bench or self.path
+
     def script(self, name: str) -> Path:
-        return self.path / "benchmarks" / f"bench_{name}.py"
+        return self.bench_root / "benchmarks" / f"bench_{name}.py"
 
     def has(self, name: str) -> bool:
         return self.script(name).exists()
@@ -225,13 +255,19 @@ def redis_server():
 def command(tree: Tree, name: str, tier: str, quick: bool) -> list[str]:
     flag, real_flag, sizes, quick_sizes, extra = SIZES[name]
     size = str((quick_sizes if quick else sizes)[tier])
+    module = f"benchmarks.bench_{name}"
     if tree.two_tier(name):
-        return [tree.python, "-m", f"benchmarks.bench_{name}", flag, size, real_flag, size,
-                "--tier", tier, *extra]
-    args = [f"benchmarks.bench_{name}", flag, size, *extra]
-    if tier == "real":
+        args, shim = [module, flag, size, real_flag, size, "--tier", tier, *extra], False
+    else:
+        args, shim = [module, flag, size, *extra], tier == "real"
+    if tree.bench is not None and tree.bench != tree.path:
+        return [tree.python, "-c", BENCH_FROM + (REAL_SHIM if shim else RUN), str(tree.bench), *args]
+    if shim:
         return [tree.python, "-c", REAL_SHIM, *args]
     return [tree.python, "-m", *args]
+
+
+SHOWN = {REAL_SHIM: "REAL_SHIM", BENCH_FROM + RUN: "BENCH_FROM+RUN", BENCH_FROM + REAL_SHIM: "BENCH_FROM+REAL_SHIM"}
 
 
 def run_one(tree: Tree, name: str, tier: str, args, broker, log: Path) -> tuple[dict, str | None]:
@@ -251,7 +287,7 @@ def run_one(tree: Tree, name: str, tier: str, args, broker, log: Path) -> tuple[
                 env["MONGODB_URI"] = server.url + f"proc_bench_{name}"
         started = time.perf_counter()
         with open(log, "w") as out:
-            out.write(" ".join(c if c != REAL_SHIM else "REAL_SHIM" for c in cmd) + "\n\n")
+            out.write(" ".join(SHOWN.get(c, c) for c in cmd) + "\n\n")
             out.flush()
             process = subprocess.Popen(cmd, cwd=tree.path, env=env, stdout=out, stderr=subprocess.STDOUT,
                                        start_new_session=True)
@@ -316,17 +352,21 @@ def main(argv=None) -> int:
     parser.add_argument("--tier", choices=("both", "embedded", "real"), default="both")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (see SIZES)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run (default 1800)")
+    parser.add_argument("--bench-from", choices=("own", "old", "new"), default="own",
+                        help="whose benchmark scripts measure both revisions (default: each its own)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in NAMES]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
-    trees = (Tree("old", args.old.resolve()), Tree("new", args.new.resolve()))
+    bench = {"own": None, "old": args.old.resolve(), "new": args.new.resolve()}[args.bench_from]
+    trees = (Tree("old", args.old.resolve(), bench), Tree("new", args.new.resolve(), bench))
     for tree in trees:
         if not os.access(tree.python, os.X_OK):
             parser.error(f"--{tree.label} {tree.path}: no {tree.python}; run make install-test there")
     tier_names = ["embedded", "real"] if args.tier == "both" else [args.tier]
     logs = Path(tempfile.mkdtemp(prefix="proc-bench-compare-"))
-    print(f"old {trees[0].path}, new {trees[1].path}; {args.rounds} round(s); logs in {logs}", flush=True)
+    print(f"old {trees[0].path}, new {trees[1].path}; {args.rounds} round(s); benchmark scripts: "
+          f"{'each its own' if bench is None else bench}; logs in {logs}", flush=True)
     names, missing = [], []
     for name in args.names or NAMES:
         lacking = [t.label for t in trees if not t.has(name)]

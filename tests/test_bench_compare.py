@@ -121,3 +121,32 @@ def test_the_shim_points_an_old_benchmarks_embedded_uris_at_the_real_server(tmp_
                          env={"PROC_COMPARE_REAL_URI": "mongodb://127.0.0.1:1/", "PATH": ""},
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "mongodb://127.0.0.1:1/proc_bench_x ['--n', '5']", out.stderr
+
+
+def test_bench_from_measures_each_revision_with_one_trees_benchmark_scripts(tmp_path):
+    """``--bench-from old``: the old tree's benchmark (its ``benchmarks`` package, helpers
+    included) runs against the code of the revision it measures (cwd), on both tiers."""
+    import subprocess
+    import sys
+
+    scripts = tmp_path / "old" / "benchmarks"
+    scripts.mkdir(parents=True)
+    (scripts / "__init__.py").write_text("")
+    (scripts / "common.py").write_text("WHOSE = 'old helpers'\n")
+    (scripts / "bench_status.py").write_text(
+        "import sys\nimport revision\nfrom benchmarks.common import WHOSE\nfrom proc import config\n"
+        "uri = config.configure(mongodb_uri='mongomock://localhost/proc_bench_x').mongodb_uri\n"
+        "print(revision.NAME, WHOSE, uri, sys.argv[1:])\n")
+    measured = tmp_path / "new"
+    measured.mkdir()
+    (measured / "revision.py").write_text("NAME = 'new code'\n")
+    tree = compare.Tree("new", measured, bench=tmp_path / "old")
+    assert compare.Tree("new", measured).script("status") == measured / "benchmarks" / "bench_status.py"
+    assert tree.script("status") == scripts / "bench_status.py" and not tree.two_tier("status")
+    for tier, uri in (("embedded", "mongomock://localhost/proc_bench_x"),
+                      ("real", "mongodb://127.0.0.1:1/proc_bench_x")):
+        cmd = compare.command(tree, "status", tier, True)
+        out = subprocess.run([sys.executable, *cmd[1:]], cwd=measured, capture_output=True, text=True,
+                             env={"PROC_COMPARE_REAL_URI": "mongodb://127.0.0.1:1/", "PATH": ""}, timeout=60)
+        assert out.stdout.strip() == f"new code old helpers {uri} ['--sizes', '10000', '--repeat', '3']", \
+            out.stderr
