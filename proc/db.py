@@ -14,9 +14,10 @@ process's outcome depends on are tried again with backoff for ``PROC_DB_OUTAGE_T
 seconds; everything else fails with ``DatabaseUnavailable``, naming ``MONGODB_URI``.
 
 mongomock applies a conditional update as "find, then update by _id", so two threads can
-both win one race. ``atomic()`` serialises conditional writes on the embedded database so
-the state machine's guarantees hold there as they do on a real server (where
-``find_one_and_update`` is atomic per document and ``atomic()`` does nothing).
+both win one race. The embedded client's own collections (``proc.embedded``) run every write
+under one lock, so the state machine's guarantees hold there as they do on a real server
+(where a conditional update or ``find_one_and_update`` is atomic per document); nothing
+here, and no production code, serialises anything.
 """
 from __future__ import annotations
 
