@@ -55,6 +55,27 @@ def test_lifecycle_ratios_are_read_from_the_old_lines_and_from_the_tier_column_o
     assert compare.parse_lifecycle(NEW_LIFECYCLE, "embedded")["(a)/(b)"] == 0.97
 
 
+def test_lifecycle_ratios_come_from_the_printed_median_rates_when_both_formats_print_them():
+    """Rates carry more digits than the printed ratios: real-tier (a)/(c) of 33.8/450.3 is
+    0.075, which both revisions would print as 0.07 or 0.08."""
+    old = ("  (a) proc tracked lifecycle       33.8 processes/s\n"
+           "  (a') proc, sweep-only monitor     35.5 processes/s\n"
+           "  (b) naive save() tracking        70.4 processes/s\n"
+           "  (c) bare Celery, no tracking    450.3 processes/s\n"
+           "  ratio (a)/(b) = 0.48x   (goal >= 1.0x)\n")
+    assert compare.parse_lifecycle(old, "embedded") == pytest.approx(
+        {"(a)/(b)": 33.8 / 70.4, "(a')/(b)": 35.5 / 70.4, "(a)/(c)": 33.8 / 450.3})
+    new = ("                                      embedded         real\n"
+           "(a) proc tracked lifecycle                264.5         39.7\n"
+           "(a') proc, sweep-only monitor             250.0         29.7\n"
+           "(b) naive save() tracking                 270.0         69.2\n"
+           "(c) bare Celery, no tracking              540.0        500.8\n"
+           "ratio (a)/(b)  (goal >= 1.0x)              0.98x        0.57x\n")
+    assert compare.parse_lifecycle(new, "real") == pytest.approx(
+        {"(a)/(b)": 39.7 / 69.2, "(a')/(b)": 29.7 / 69.2, "(a)/(c)": 39.7 / 500.8})
+    assert compare.parse_lifecycle(new, "embedded")["(a')/(b)"] == pytest.approx(250.0 / 270.0)
+
+
 def test_status_ratios_are_the_naive_loops_time_over_each_of_proc_s_in_both_formats():
     old = compare.parse_status(OLD_STATUS, "embedded")
     assert old == pytest.approx({"naive / aggregation time @ 10,000": 0.5,
@@ -150,3 +171,11 @@ def test_bench_from_measures_each_revision_with_one_trees_benchmark_scripts(tmp_
                              env={"PROC_COMPARE_REAL_URI": "mongodb://127.0.0.1:1/", "PATH": ""}, timeout=60)
         assert out.stdout.strip() == f"new code old helpers {uri} ['--sizes', '10000', '--repeat', '3']", \
             out.stderr
+
+
+def test_the_call_counts_are_parsed_and_compared_on_the_embedded_tier_only():
+    text = ("  (a') proc, sweep-only monitor         9795\n"
+            "  ratio calls (b)/(a')  1.102x  (naive's work over proc's: higher is better)\n"
+            "  ratio calls (c)/(a')  0.459x  (the floor's work over proc's)\n")
+    assert compare.parse_calls(text, "embedded") == {"calls (b)/(a')": 1.102, "calls (c)/(a')": 0.459}
+    assert "calls" in compare.EMBEDDED_ONLY and "calls" in compare.NAMES
