@@ -17,9 +17,9 @@ import subprocess
 import sys
 import time
 
+from benchmarks import EMBEDDED_ONLY
+
 NAMES = ("lifecycle", "status", "sweep", "datafix", "bulk", "timings", "calls")
-#: Benchmarks of the embedded tier alone (no ``--tier``): skipped with ``--tier real``.
-EMBEDDED_ONLY = {"calls"}
 #: ``--smoke``: per benchmark, sizes that run every code path of it in seconds.
 SMOKE = {
     "lifecycle": ["--n", "20", "--real-n", "20", "--rounds", "1", "--concurrency", "2"],

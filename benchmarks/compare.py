@@ -49,9 +49,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks import EMBEDDED_ONLY
+
 NAMES = ("lifecycle", "status", "sweep", "datafix", "calls")
-#: Benchmarks of the embedded tier alone: never run on the real one.
-EMBEDDED_ONLY = {"calls"}
 #: Per benchmark: (size flag, real-tier size flag, {tier: size}, {tier: quick size}, other flags).
 #: The lifecycle keeps its sizes with --quick: at fewer processes its rates are all noise.
 SIZES = {
@@ -67,8 +67,15 @@ SIZES = {
 }
 BOUND = 0.90
 
+RUN = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+"""Runs a benchmark module as ``python -m`` would (the end of ``REAL_SHIM``; after ``BENCH_FROM``)."""
+
 REAL_SHIM = """
-import os, runpy, sys
+import os
 from urllib.parse import urlsplit
 from proc import config, db
 base = os.environ["PROC_COMPARE_REAL_URI"].rstrip("/")
@@ -82,18 +89,9 @@ def configure(**settings):
         settings["mongodb_uri"] = real(settings["mongodb_uri"])
     return _configure(**settings)
 config.configure, db.connect = configure, lambda uri=None: _connect(real(uri))
-sys.argv = sys.argv[1:]
-runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-"""
+""" + RUN
 """Runs a one-tier (embedded-only) benchmark against ``PROC_COMPARE_REAL_URI``: every
 ``mongomock://host/NAME`` given to ``config.configure`` or ``db.connect`` becomes ``URI/NAME``."""
-
-RUN = """
-import runpy, sys
-sys.argv = sys.argv[1:]
-runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-"""
-"""Runs a benchmark module as ``python -m`` would (after ``BENCH_FROM``)."""
 
 BENCH_FROM = """
 import importlib.util, sys
