@@ -33,6 +33,7 @@ from support import RedisServer, SecantusServer, make_test_app, redis_answers, r
 SESSION_MARKER = f"PROC_TEST_SESSION={uuid.uuid4().hex}"
 
 _server: SecantusServer | None = None
+_watchdog: support.Watchdog | None = None
 _numbers = itertools.count(1)
 
 
@@ -43,7 +44,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    global _server
+    global _server, _watchdog
     name, _, value = SESSION_MARKER.partition("=")
     os.environ[name] = value
     config.addinivalue_line("markers", "embedded_only: tests the embedded database itself "
@@ -58,6 +59,7 @@ def pytest_configure(config):
             _server.start()
         except BaseException as exc:  # pytest.fail/skip outside a test: say it plainly
             raise pytest.UsageError(f"--real-server: could not start secantusd-py: {exc}") from None
+        _watchdog = support.Watchdog(_server).start()
         uri = _server.url
     support.REAL_SERVER_URI = uri
     support.install_command_listener()
@@ -85,6 +87,8 @@ def pytest_sessionfinish(session, exitstatus):
         if proc.poll() is None and proc is not getattr(_server, "process", None):
             support.kill_group(proc)
             session.config._proc_leftovers = getattr(session.config, "_proc_leftovers", []) + [proc.args]
+    if _watchdog is not None:
+        _watchdog.stop()
     if _server is not None:
         _server.cleanup()
     leftovers = support.processes_with_env(SESSION_MARKER) + support.forks_of_this_process()

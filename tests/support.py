@@ -5,7 +5,9 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -274,6 +276,7 @@ class SecantusServer:
         self.test_commands = test_commands
         self.process: subprocess.Popen | None = None
         self.log = os.path.join(self.dir, "server.log")
+        self.storage = "db"  # below ``dir``; a replacement server gets a fresh one (Watchdog)
 
     @property
     def url(self) -> str:
@@ -283,7 +286,7 @@ class SecantusServer:
         if not os.path.exists(self.binary) and not shutil.which(self.binary):
             require("secantusd-py is not installed (pip install -e '.[test]')")
         args = [self.binary, "--host", "127.0.0.1", "--port", str(self.port),
-                "--storage-path", os.path.join(self.dir, "db"), "--log-level", "WARNING"]
+                "--storage-path", os.path.join(self.dir, self.storage), "--log-level", "WARNING"]
         if self.test_commands:
             args.append("--enable-test-commands")
         self.process = spawn(args, log=self.log)
@@ -315,6 +318,74 @@ class SecantusServer:
         self.stop()
         if self.own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Watchdog:
+    """Replaces the run's SecantusDB when it stops answering, so that one hung server fails
+    the test it hangs, not the whole run (one real-tier run saw the server spin at 95% CPU,
+    ignore SIGTERM and answer no new client, and the run waited on it past every timeout).
+
+    Every ``interval`` seconds it pings the server with a client of its own (``timeout``
+    seconds); after ``misses`` pings in a row without an answer it SIGKILLs the server's
+    process group and starts a fresh server on the same port with a new data directory.
+    Every test makes its own database, so the tests after it run as before. It says what
+    it did on stderr, and ``replaced`` counts it (``pings`` the pings).
+    """
+
+    def __init__(self, server: SecantusServer, *, interval: float = 10.0, timeout: float = 5.0,
+                 misses: int = 6):
+        self.server, self.interval, self.timeout, self.misses = server, interval, timeout, misses
+        self.replaced = 0
+        self.pings = 0  # the pings it sent (answered or not)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="secantusd-watchdog", daemon=True)
+
+    def start(self) -> "Watchdog":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(self.interval + 2 * self.timeout + 60)
+
+    def answers(self) -> bool:
+        import pymongo
+
+        ms = int(self.timeout * 1000)
+        client = pymongo.MongoClient(self.server.url, directConnection=True, serverSelectionTimeoutMS=ms,
+                                     connectTimeoutMS=ms, socketTimeoutMS=ms)
+        try:
+            return bool(client.admin.command("ping").get("ok"))
+        except Exception:
+            return False
+        finally:
+            client.close()
+
+    def _watch(self) -> None:
+        missed = 0
+        while not self._stopping.wait(self.interval):
+            missed = 0 if self.answers() else missed + 1
+            self.pings += 1
+            if missed >= self.misses and not self._stopping.is_set():
+                self._replace(missed)
+                missed = 0
+
+    def _replace(self, missed: int) -> None:
+        hung = self.server.process
+        sys.stderr.write(f"\nWATCHDOG: secantusd-py on port {self.server.port} (pid {hung.pid if hung else '?'}) "
+                         f"answered none of {missed} pings over {missed * self.interval:.0f} s: killing it and "
+                         f"starting a fresh server on the same port; the test running now fails "
+                         f"(log of the hung one: {self.server.log})\n")
+        if hung is not None:
+            kill_group(hung)
+            hung.wait(30)
+        self.replaced += 1
+        self.server.storage = f"db-{self.replaced + 1}"
+        self.server.log = os.path.join(self.server.dir, f"server-{self.replaced + 1}.log")
+        try:
+            self.server.start()
+        except BaseException as exc:  # pytest.fail in a thread: say it, the next ping tries again
+            sys.stderr.write(f"WATCHDOG: the fresh secantusd-py did not start: {exc}\n")
 
 
 def make_test_app(broker_url: str, **overrides):

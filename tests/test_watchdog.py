@@ -1,0 +1,44 @@
+"""The real tier's watchdog (``support.Watchdog``): a SecantusDB that stops answering is replaced,
+so a hung server fails the test it hangs instead of holding the whole run. The hang is real: the
+server process is stopped with SIGSTOP, which keeps its socket open and answers nothing."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from support import SecantusServer, Watchdog, wait_for
+
+pytestmark = [pytest.mark.real_server, pytest.mark.timeout(120)]
+
+
+def test_a_server_that_answers_nothing_is_killed_and_replaced_on_the_same_port():
+    server = SecantusServer(test_commands=False).start()
+    watchdog = Watchdog(server, interval=0.3, timeout=0.5, misses=3).start()
+    try:
+        hung = server.process
+        wait_for(lambda: watchdog.answers(), timeout=10, message="the server answers before the hang")
+        assert watchdog.replaced == 0
+        os.kill(hung.pid, signal.SIGSTOP)
+        wait_for(lambda: watchdog.replaced == 1, timeout=30, message="the watchdog replaces the hung server")
+        assert hung.poll() is not None, "the hung server is gone"
+        assert server.process is not hung and server.process.poll() is None
+        assert watchdog.answers()
+        wait_for(lambda: server.answers(), timeout=10, message="the fresh server answers on the same port")
+        assert server.url.endswith(f":{server.port}/") and server.storage == "db-2"
+    finally:
+        watchdog.stop()
+        server.cleanup()
+
+
+def test_a_server_that_answers_is_left_alone():
+    server = SecantusServer(test_commands=False).start()
+    watchdog = Watchdog(server, interval=0.2, timeout=1.0, misses=2).start()
+    process = server.process
+    try:
+        wait_for(lambda: watchdog.pings >= 5, timeout=20, message="five pings of the watchdog")
+        assert watchdog.replaced == 0 and server.process is process and process.poll() is None
+    finally:
+        watchdog.stop()
+        server.cleanup()
