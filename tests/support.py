@@ -261,6 +261,25 @@ def forks_of_this_process() -> list[int]:
     return found
 
 
+def server_answers(url: str, timeout: float) -> bool:
+    """Whether the server at ``url`` answers a ping within ``timeout`` seconds (connecting,
+    selecting it and reading the reply each bounded by it)."""
+    import pymongo
+
+    ms = max(1, int(timeout * 1000))
+    try:
+        client = pymongo.MongoClient(url, directConnection=True, serverSelectionTimeoutMS=ms,
+                                     connectTimeoutMS=ms, socketTimeoutMS=ms)
+    except Exception:
+        return False
+    try:
+        return bool(client.admin.command("ping").get("ok"))
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
 class SecantusServer:
     """A SecantusDB server (a MongoDB wire-protocol server over WiredTiger) as a process of
     its own, on a free port and a data directory of its own. It is GPL-2.0-only: proc never
@@ -297,16 +316,7 @@ class SecantusServer:
     def answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             pytest.fail(f"secantusd-py exited with {self.process.returncode}; see {self.log}")
-        import pymongo
-
-        try:
-            client = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=300, directConnection=True)
-            try:
-                return bool(client.admin.command("ping").get("ok"))
-            finally:
-                client.close()
-        except Exception:
-            return False
+        return server_answers(self.url, 0.3)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server cleanly (SIGTERM), keeping its data for a restart."""
@@ -349,17 +359,7 @@ class Watchdog:
         self._thread.join(self.interval + 2 * self.timeout + 60)
 
     def answers(self) -> bool:
-        import pymongo
-
-        ms = int(self.timeout * 1000)
-        client = pymongo.MongoClient(self.server.url, directConnection=True, serverSelectionTimeoutMS=ms,
-                                     connectTimeoutMS=ms, socketTimeoutMS=ms)
-        try:
-            return bool(client.admin.command("ping").get("ok"))
-        except Exception:
-            return False
-        finally:
-            client.close()
+        return server_answers(self.server.url, self.timeout)
 
     def _watch(self) -> None:
         missed = 0
@@ -379,13 +379,14 @@ class Watchdog:
         if hung is not None:
             kill_group(hung)
             hung.wait(30)
-        self.replaced += 1
-        self.server.storage = f"db-{self.replaced + 1}"
-        self.server.log = os.path.join(self.server.dir, f"server-{self.replaced + 1}.log")
+        generation = self.replaced + 2
+        self.server.storage = f"db-{generation}"
+        self.server.log = os.path.join(self.server.dir, f"server-{generation}.log")
         try:
-            self.server.start()
+            self.server.start()  # returns once the fresh server answers
         except BaseException as exc:  # pytest.fail in a thread: say it, the next ping tries again
             sys.stderr.write(f"WATCHDOG: the fresh secantusd-py did not start: {exc}\n")
+        self.replaced += 1
 
 
 def make_test_app(broker_url: str, **overrides):
