@@ -21,10 +21,10 @@ loop's idle polling is counted too; it is small and the same for every variant.
     python -m benchmarks.bench_calls [--n 300] [--rounds 2] [--concurrency 4] [--quick]
 
 The embedded tier only: on a real server the database's work is in the server, which is not
-counted. The models, tasks and their bookkeeping are ``bench_lifecycle``'s. Both use only names
-proc has had since its first release (``Proc``, ``process``, ``config``, ``db``,
-``machine.listeners``, ``inprocess``, and ``make_app`` from ``proc.messaging`` or, before the
-redesign, ``proc.celeryconf``), so ``python -m benchmarks.compare --bench-from new calls``
+counted. The models, tasks, submit loops and their bookkeeping are ``bench_lifecycle``'s.
+Both use only names proc has had since its first release (``Proc``, ``process``, ``config``,
+``db``, ``machine.listeners``, ``inprocess``, and ``make_app`` from ``proc.messaging`` or,
+before the redesign, ``proc.celeryconf``), so ``python -m benchmarks.compare --bench-from new calls``
 counts an older revision with these scripts.
 """
 from __future__ import annotations
@@ -52,26 +52,9 @@ def _profile(frame, event, arg):
         _calls[threading.get_ident()] += 1  # one key per thread: no lost increments
 
 
-def _submit_a2(docs):
-    for d in docs:
-        d.noop()
-
-
-def _submit_b(docs):
-    for d in docs:
-        d.status = "PENDING"
-        d.save()
-        bl.naive_task.apply_async(args=[str(d.pk)])
-
-
-def _submit_c(docs):
-    for d in docs:
-        bl.bare_task.apply_async(args=[str(d.pk)])
-
-
-VARIANTS = (("a2", "(a') proc, sweep-only monitor", bl.BenchTrackedSweepOnly, _submit_a2),
-            ("b", "(b) naive save() tracking", bl.BenchNaive, _submit_b),
-            ("c", "(c) bare Celery, no tracking", bl.BenchNaive, _submit_c))
+VARIANTS = (("a2", "(a') proc, sweep-only monitor", bl.BenchTrackedSweepOnly, bl.submit_tracked),
+            ("b", "(b) naive save() tracking", bl.BenchNaive, bl.submit_naive),
+            ("c", "(c) bare Celery, no tracking", bl.BenchNaive, bl.submit_bare))
 
 
 def count(cls, submit, n: int, *, counted: bool = True) -> float:

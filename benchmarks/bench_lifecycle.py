@@ -110,31 +110,44 @@ def _timed(n, submit) -> float:
     return n / (time.perf_counter() - started)
 
 
+def submit_tracked(docs):
+    """(a) and (a'): call the process on each document."""
+    for d in docs:
+        d.noop()
+
+
+def submit_naive(docs):
+    """(b): save PENDING, then send the bare task that saves RUNNING and SUCCESS."""
+    for d in docs:
+        d.status = "PENDING"
+        d.save()
+        naive_task.apply_async(args=[str(d.pk)])
+
+
+def submit_bare(docs):
+    """(c): send a no-op task per document."""
+    for d in docs:
+        bare_task.apply_async(args=[str(d.pk)])
+
+
 def run_a(n):
     docs = _fresh(BenchTracked, n)
-    return _timed(n, lambda: [d.noop() for d in docs])
+    return _timed(n, lambda: submit_tracked(docs))
 
 
 def run_a2(n):
     docs = _fresh(BenchTrackedSweepOnly, n)
-    return _timed(n, lambda: [d.noop() for d in docs])
+    return _timed(n, lambda: submit_tracked(docs))
 
 
 def run_b(n):
     docs = _fresh(BenchNaive, n)
-
-    def submit():
-        for d in docs:
-            d.status = "PENDING"
-            d.save()
-            naive_task.apply_async(args=[str(d.pk)])
-
-    return _timed(n, submit)
+    return _timed(n, lambda: submit_naive(docs))
 
 
 def run_c(n):
     docs = _fresh(BenchNaive, n)
-    return _timed(n, lambda: [bare_task.apply_async(args=[str(d.pk)]) for d in docs])
+    return _timed(n, lambda: submit_bare(docs))
 
 
 def count_ops(tier):
