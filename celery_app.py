@@ -1,16 +1,18 @@
 """The Celery app: ``celery -A celery_app worker``.
 
 Settings come from the environment (``CELERY_BROKER_URL``, ``MONGODB_URI``, ...); see
-``proc.messaging`` for what each Celery setting is for. A worker started as its own
+``proc.run.messaging`` for what each Celery setting is for. A worker started as its own
 process needs a real MongoDB: it refuses the embedded database (which lives in one
 process) and a database still holding documents in the old shape.
 """
 from celery import signals
 
-from proc import messaging
+from proc import tasks
+from proc.run import messaging
 
 app = messaging.make_app()
 messaging.set_app(app)
+tasks.connect_signal_handlers()
 
 
 @signals.celeryd_init.connect

@@ -1,7 +1,7 @@
 """``POST /api/procs/bulk`` (a bulk action, or its dry run) and ``GET /api/bulk-actions``.
 
 The body is a JSON object: ``action`` (reset, redispatch, cancel), ``filter`` (the keys of
-``proc.filters``), ``dry_run`` and ``force`` (booleans, default false). Any other key, a
+``proc.ops.filters``), ``dry_run`` and ``force`` (booleans, default false). Any other key, a
 body that is not a JSON object, or a malformed value answers 400 naming the field, and
 nothing is written. The POST goes through the same cross-site checks as every other POST
 (``api.auth``).
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from proc import bulk
-from proc.filters import Filter, FilterError
+from proc.ops import bulk
+from proc.ops.filters import Filter
 from proc.timeutil import utcnow
 
-from .errors import ApiError, bad_parameter
+from . import bodies
+from .errors import bad_parameter, whole_number
 from .overview import iso
 from .queries import summary
 
@@ -32,18 +33,16 @@ def _flag(body: dict, name: str) -> bool:
 
 
 def parse_body() -> tuple[str, Filter, bool, bool]:
-    body = request.get_json(silent=True, force=True)
-    if not isinstance(body, dict):
-        raise bad_parameter("body", 'the body must be a JSON object: {"action": "reset" | "redispatch" | '
-                                    '"cancel", "filter": {...}, "dry_run": true, "force": false}')
+    body = bodies.json_object('{"action": "reset" | "redispatch" | "cancel", "filter": {...}, '
+                              '"dry_run": true, "force": false}')
     unknown = sorted(str(k) for k in body if k not in BODY_KEYS)
     if unknown:
         raise bad_parameter(unknown[0], f"unknown key {unknown[0]!r}; keys: {', '.join(BODY_KEYS)}")
     dry_run, force = _flag(body, "dry_run"), _flag(body, "force")
     try:
         action = bulk.check_action(body.get("action"))
-        return action, Filter.parse(body.get("filter") or {}), dry_run, force
-    except (bulk.BulkError, FilterError) as exc:
+        return action, bulk.parse_filter(body.get("filter")), dry_run, force
+    except bulk.BulkError as exc:
         raise bad_parameter(exc.field, str(exc)) from None
 
 
@@ -64,10 +63,8 @@ def procs_bulk():
 
 @bp.get("/bulk-actions")
 def bulk_actions():
-    value = request.args.get("limit") or "50"
-    if not value.isdigit() or not 1 <= int(value) <= MAX_RECENT:
-        raise ApiError(400, f"limit must be an integer from 1 to {MAX_RECENT}, got {value!r}", "limit")
-    return jsonify({"items": [record(r) for r in bulk.recent(int(value))]})
+    limit = whole_number("limit", request.args.get("limit"), default=50, high=MAX_RECENT)
+    return jsonify({"items": [record(r) for r in bulk.recent(limit)]})
 
 
 def record(raw: dict) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from proc import admin
+from proc.ops import admin
 from proc.exceptions import IllegalTransition, ProcError, ProcessHealthy, TransitionConflict, UnknownKind
 
 from . import listing, openapi, overview, queries
@@ -65,10 +65,7 @@ def proc_action(collection, id, action):
         kwargs = {"force": flag("force", False)}
     cls, raw = queries.find_proc(collection, id)
     try:
-        if action == "cancel":
-            stops = admin.cancel_process(collection, raw["_id"], by=g.actor, **kwargs).stops
-        else:
-            ACTIONS[action](collection, raw["_id"], by=g.actor, **kwargs)
+        stops = ACTIONS[action](collection, raw["_id"], by=g.actor, **kwargs).stops
     except (ProcessHealthy, IllegalTransition, TransitionConflict) as exc:
         raise ApiError(409, str(exc)) from None
     except (UnknownKind, LookupError) as exc:

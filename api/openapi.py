@@ -1,8 +1,8 @@
 """The OpenAPI 3.0 description of the JSON API, as data (served at /api/openapi.json)."""
 from __future__ import annotations
 
-from proc.durations import SYNTAX_PATTERN
-from proc.phases import PHASES
+from proc.timeutil import SYNTAX_PATTERN
+from proc.machine.phases import PHASES
 
 from .overview import ACTIVE, STATUSES
 from .listing import MAX_LIMIT
@@ -26,6 +26,16 @@ _AGES = {"type": "object", "required": list(ACTIVE), "additionalProperties": Fal
          "properties": {s: {"type": "number", "nullable": True, "minimum": 0} for s in ACTIVE},
          "description": "Seconds since the oldest process in each active status entered it (null: none)."}
 _NULLABLE_STRING = {"type": "string", "nullable": True}
+_UNREADABLE = {
+    "type": "object", "required": ["count", "message", "documents"],
+    "description": "The documents this answer left out because a field has a type proc never writes "
+                   "(proc.store.reader): how many, a sentence naming them, and the first 20.",
+    "properties": {"count": {"type": "integer", "minimum": 0}, "message": _NULLABLE_STRING,
+                   "documents": {"type": "array", "items": {
+                       "type": "object", "required": ["collection", "id", "problem"],
+                       "properties": {"collection": {"type": "string"}, "id": {"type": "string"},
+                                      "problem": {"type": "string"}}}}},
+}
 
 _PATH_PARAMS = [
     {"name": "collection", "in": "path", "required": True, "schema": {"type": "string"},
@@ -142,8 +152,10 @@ def spec() -> dict:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BulkRequest")}}},
                 "responses": {"200": _json({"oneOf": [_ref("BulkDryRun"), _ref("BulkResult")]},
                                            "The dry run's count and sample, or what the real run did."),
-                              "400": _error("The body is not a JSON object, a key or value is malformed, or the "
-                                            "filter matches more than PROC_BULK_LIMIT; `parameter` names it."),
+                              "400": _error("The body is not a JSON object (or nests more than 8 deep), a key "
+                                            "or value is malformed, the filter is missing or empty (without "
+                                            "`all: true`), or it matches more than PROC_BULK_LIMIT; "
+                                            "`parameter` names it."),
                               "401": _UNAUTHORIZED,
                               "403": _error("Cross-site request refused, or neither a bearer token nor "
                                             "X-Proc-Request was sent.")}}},
@@ -172,11 +184,14 @@ def spec() -> dict:
                 "Refused (409) for a process that is not active.", force=False),
             "/api/timings": {"get": {
                 "summary": "Where time goes: per kind, n, p50, p95 and max of the seconds held, queued, "
-                           "run and waiting, over the processes that ended in the window",
+                           "run and waiting, over the processes that ended in the window (from the time "
+                           "buckets: p50 and p95 within 4.69%, n and max exact)",
                 "parameters": [
                     {"name": "window", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 1, "maximum": 30 * 24 * 3600},
-                     "description": "Seconds back from now (default 3600, at most 30 days)."},
+                     "description": "Seconds back from now (default 3600, at most 30 days: the buckets' "
+                                    "retention). The start is rounded down to its bucket's start (a minute "
+                                    "up to a day, an hour beyond): `since` in the answer."},
                     {"name": "kind", "in": "query", "required": False, "schema": {"type": "string"},
                      "description": "`collection` or `collection.method`, as for /api/procs."},
                 ],
@@ -205,8 +220,11 @@ def _timings() -> dict:
                             "max": number}}
     phases = {"type": "object", "required": list(PHASES), "additionalProperties": False,
               "properties": {p: stats for p in PHASES}}
-    return {"type": "object", "required": ["window_seconds", "kinds"],
+    return {"type": "object", "required": ["window_seconds", "since", "bucket_seconds", "kinds"],
             "properties": {"window_seconds": {"type": "integer"},
+                           "since": {"type": "string", "format": "date-time",
+                                     "description": "The window's start as read (rounded down to its bucket)."},
+                           "bucket_seconds": {"type": "integer", "enum": [60, 3600]},
                            "kinds": {"type": "object", "additionalProperties": phases,
                                      "description": "Keyed by `collection.method`."}}}
 
@@ -217,7 +235,7 @@ def _schemas() -> dict:
         "required": ["collection", "id", "kind", "status", "attempt", "last_status_change", "age_seconds"],
         "properties": {
             "collection": {"type": "string"}, "id": {"type": "string"}, "kind": {"type": "string"},
-            "status": {"type": "string"}, "attempt": {"type": "integer"}, "step": _NULLABLE_STRING,
+            "status": _NULLABLE_STRING, "attempt": {"type": "integer", "nullable": True}, "step": _NULLABLE_STRING,
             "last_status_change": {"type": "string", "nullable": True, "format": "date-time"},
             "age_seconds": {"type": "number", "nullable": True}, "age": {"type": "string"},
             "worker": _NULLABLE_STRING, "last_error": _NULLABLE_STRING,
@@ -266,6 +284,20 @@ def _schemas() -> dict:
               "properties": {"name": {"type": "string"}, "queues": {"type": "array", "items": {"type": "string"}},
                              "active": {"type": "integer", "nullable": True},
                              "reserved": {"type": "integer", "nullable": True}}}
+    host = {"type": "object", "required": ["name", "answering", "busy", "running"],
+            "properties": {"name": {"type": "string"}, "registered": {"type": "boolean"},
+                           "host": _NULLABLE_STRING, "pool": _NULLABLE_STRING,
+                           "concurrency": {"type": "integer", "nullable": True},
+                           "busy": {"type": "integer", "description": "RUNNING processes it runs"},
+                           "queues": {"type": "array", "nullable": True, "items": {"type": "string"}},
+                           "clock_offset_seconds": {"type": "number", "nullable": True,
+                                                    "description": "database server's clock minus this host's"},
+                           "last_seen_age_seconds": {"type": "number", "nullable": True},
+                           "oldest_heartbeat_age_seconds": {"type": "number", "nullable": True},
+                           "answering": {"type": "boolean"}, "said": _NULLABLE_STRING,
+                           "running": {"type": "array", "items": {"type": "object", "properties": {
+                               "collection": {"type": "string"}, "id": {"type": "string"},
+                               "method": _NULLABLE_STRING}}}}}
     queue = {"type": "object", "required": ["name", "depth"],
              "properties": {"name": {"type": "string"}, "depth": {"type": "integer", "nullable": True},
                             "consumers": {"type": "array", "nullable": True, "items": {"type": "string"}}}}
@@ -280,7 +312,19 @@ def _schemas() -> dict:
                          "queues", "broker", "database"],
             "properties": {
                 "generated_at": {"type": "string", "format": "date-time"},
+                "unreadable": _UNREADABLE,
                 "counts": _ref("Counts"), "oldest_age_seconds": _AGES,
+                "count_basis": {"type": "object", "additionalProperties": {"type": "string"},
+                                "description": "What each count covers: exact (live statuses), READY "
+                                               "exact up to ready_cap, SUCCESS and FAILURE ended within "
+                                               "ended_window_seconds."},
+                "count_text": {"type": "object", "additionalProperties": {"type": "string"}},
+                "ended_window_seconds": {"type": "number"}, "ready_cap": {"type": "integer"},
+                "all_time": {"type": "object", "required": ["estimated", "processes", "text"],
+                             "properties": {"estimated": {"type": "boolean"},
+                                            "processes": {"type": "integer"}, "text": {"type": "string"}},
+                             "description": "Every process of every collection, estimated "
+                                            "(estimated_document_count, cached a minute per process)."},
                 "kinds": {"type": "array", "items": kind},
                 "hints": {"type": "array", "items": {"type": "string"}},
                 "needs_attention": {"type": "array", "items": attention},
@@ -291,7 +335,14 @@ def _schemas() -> dict:
                 "recoveries_window_hours": {"type": "number"},
                 "workers": {"type": "object", "required": ["answered", "list"], "properties": {
                     "asked": {"type": "boolean"}, "answered": {"type": "boolean"},
-                    "inspect_timeout": {"type": "number"}, "list": {"type": "array", "items": worker}}},
+                    "inspect_timeout": {"type": "number"},
+                    "counts_timeout": {"type": "number", "description": "Seconds a worker that answered had to "
+                                       "answer its active and reserved counts (null counts: no answer)."},
+                    "list": {"type": "array", "items": worker}}},
+                "hosts": {"type": "array", "items": host,
+                          "description": "Per worker (proc.run.presence records and RUNNING processes), "
+                                         "the ones that stopped answering first."},
+                "hosts_silent_after_seconds": {"type": "number"},
                 "queues": {"type": "array", "items": queue},
                 "broker": {"type": "object", "required": ["url", "reachable"], "properties": {
                     "url": {"type": "string"}, "reachable": {"type": "boolean"}, "error": _NULLABLE_STRING}},
@@ -303,12 +354,20 @@ def _schemas() -> dict:
         "ProcList": {"type": "object", "required": ["items", "limit", "next_cursor"],
                      "properties": {"items": {"type": "array", "items": _ref("ProcSummary")},
                                     "limit": {"type": "integer"}, "next_cursor": _NULLABLE_STRING,
+                                    "unreadable": _UNREADABLE,
+                                    "stopped_early": {"type": "boolean", "description":
+                                                      "a text search (q) read scan_cap documents of a "
+                                                      "collection before the page was full: next_cursor "
+                                                      "continues it"},
+                                    "scan_cap": {"type": "integer", "nullable": True},
                                     "sort": {"type": "string"}, "filter": _FILTER_SCHEMA}},
         **_bulk_schemas(summary),
         "ProcDetail": {"allOf": [_ref("ProcSummary"), {
             "type": "object",
             "required": ["fields", "errors", "warnings", "history", "actions"],
             "properties": {
+                "unreadable": {**_NULLABLE_STRING, "description": "The field whose type proc never writes "
+                               "(\"attempt is a string\"): the document is shown as stored, not judged."},
                 "fields": {"type": "object"},
                 "errors": {"type": "array", "items": {"type": "string"}},
                 "warnings": {"type": "array", "items": {"type": "string"}},
@@ -347,9 +406,14 @@ def _bulk_schemas(summary: dict) -> dict:
                              "skipped": {"type": "integer"}, "seconds": {"type": "number", "nullable": True}}}
     return {
         "Filter": _FILTER_SCHEMA,
-        "BulkRequest": {"type": "object", "required": ["action"], "additionalProperties": False,
+        "BulkFilter": {**_FILTER_SCHEMA, "minProperties": 1,
+                       "description": "At least one filter key, or exactly {\"all\": true} for every process: "
+                                      "a missing or empty filter answers 400.",
+                       "properties": {**_FILTER_SCHEMA["properties"], "all": {
+                           "type": "boolean", "description": "true, alone: every process."}}},
+        "BulkRequest": {"type": "object", "required": ["action", "filter"], "additionalProperties": False,
                         "properties": {"action": {"type": "string", "enum": ["reset", "redispatch", "cancel"]},
-                                       "filter": _ref("Filter"),
+                                       "filter": _ref("BulkFilter"),
                                        "dry_run": {"type": "boolean", "description": "Count, write nothing."},
                                        "force": {"type": "boolean",
                                                  "description": "Reset or redispatch healthy running ones too."}}},

@@ -1,11 +1,15 @@
 """The data of the check-status page and of ``GET /api/status``.
 
-Counts and oldest ages come from ONE aggregation per Proc collection, grouping by
-(status, process method) with the count and the oldest ``last_status_change``: the
-number of database round trips depends on the number of collections, never on the
-number of processes. The needs-attention list is ``proc.stuck.find()`` (indexed
-queries returning only candidates), enriched with what the broker and the workers say.
-The recently-recovered list is ``proc.monitor.recent_recoveries()``: one query on the
+What a view costs follows the live work, never the history (``docs/monitoring.md``): counts
+and oldest ages come from aggregations that each ``$match`` ONE status (an index serves an
+equality on ``process_status``; SecantusDB scans ``$in`` combined with a range), grouped by
+process method: per collection one per live status (exact), READY up to ``READY_CAP``, and
+SUCCESS and FAILURE that ended within ``ENDED_WINDOW`` (a range on ``complete_time``). The
+all-time figure is the collections' estimated document count, shown as an estimate. The
+number of round trips depends on the number of collections, never on the number of
+processes. The needs-attention list is ``proc.monitor.stuck.find()`` (indexed queries
+returning only candidates), enriched with what the broker and the workers say. The
+recently-recovered list is ``proc.monitor.recovery.recent_recoveries()``: one query on the
 ``time`` index of ``proc_recoveries``, bounded by a window and a count.
 """
 from __future__ import annotations
@@ -15,40 +19,106 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import url_for
+from pymongo.errors import OperationFailure
 
-from proc import config, limits, monitor, registry, stuck
+from proc import config, monitor, registry
+from proc.store import reader
+from proc.monitor import hosts as worker_hosts
+from proc.monitor import stuck
+from proc.run import limits
+from proc.monitor import recovery as records
 from proc.redact import redact_url
 from proc.names import DEFAULT_QUEUE
 from proc.status import LIFECYCLE, PROCESSING_VALUES, ProcessStatus as S
 from proc.timeutil import age_seconds, format_age, utcnow
 
 from . import broker
+from .estimates import about, at_most, estimated_total
 
 #: The states a process is under way in: their boxes show the age of the oldest process.
 ACTIVE = PROCESSING_VALUES  # the active statuses, in lifecycle order (proc.status)
 STATUSES = tuple(s.value for s in LIFECYCLE)
 
-# Reasons the page adds to proc.stuck's, from what the broker and the workers say.
+# Reasons the page adds to proc.monitor.stuck's, from what the broker and the workers say.
 NO_CONSUMER = "no worker consumes the queue"
 MESSAGE_LOST = "message lost"
 WORKERS_BUSY = "workers busy"
 
 #: What the monitor did, in plain words (the actions ``proc.monitor`` records).
 ACTION_WORDS = {
-    monitor.FAILED: "marked it FAILURE",
-    monitor.RETRIED: "sent it again as a new attempt",
-    monitor.RESENT: "handed it to the broker again",
-    monitor.JOINED: "ran its lost join",
-    monitor.ALERTED: "left it alone and warned (recovery policy: alert)",
+    monitor.Action.FAILED: "marked it FAILURE",
+    monitor.Action.RETRIED: "sent it again as a new attempt",
+    monitor.Action.RESENT: "handed it to the broker again",
+    monitor.Action.JOINED: "ran its lost join",
+    monitor.Action.ALERTED: "left it alone and warned (recovery policy: alert)",
 }
 
-#: Groups by "STATUS|method" (a flat string key: grouping by a sub-document costs the
-#: embedded database twice as much, and a real server nothing more).
-GROUP_PIPELINE = [{"$group": {
-    "_id": {"$concat": ["$process_status", "|", {"$ifNull": ["$current_process", ""]}]},
+#: The window of the SUCCESS and FAILURE counts: processes that ended within it (the index
+#: range ``(process_status, complete_time)``), the same hour as "Where time goes".
+ENDED_WINDOW = 3600
+#: READY is counted exactly up to this many documents per collection, "more than" beyond.
+READY_CAP = 10_000
+LIVE = ACTIVE
+ENDED = (S.SUCCESS.value, S.FAILURE.value)
+
+#: A group per process method of the documents a ``$match`` selects: the count and the oldest
+#: last change. The ``$match`` always names ONE status (an equality, never ``$in`` with a
+#: range: SecantusDB scans those), so the index ``(process_status, ...)`` serves it and the
+#: documents examined are those of the status (and of the window, for the ended ones).
+GROUP = {"$group": {"_id": "$current_process", "count": {"$sum": 1},
+                    "oldest": {"$min": "$last_status_change"}}}
+#: The same groups when a document's method or last change has a type proc never writes
+#: (``proc.store.reader``): such documents are counted in the group ``UNREADABLE``, which names one
+#: of them (``example``), instead of failing the aggregation or skewing ``oldest``. Asked only
+#: when ``GROUP`` failed or answered a group it could not have answered for documents of
+#: proc's types (``_plain``).
+UNREADABLE = "!"
+GUARDED = {"$group": {
+    "_id": {"$cond": [reader.AGGREGATION_OK, "$current_process", UNREADABLE]},
     "count": {"$sum": 1},
-    "oldest": {"$min": "$last_status_change"},
-}}]
+    "oldest": {"$min": {"$cond": [reader.AGGREGATION_OK, "$last_status_change", None]}},
+    "example": {"$max": {"$cond": [reader.AGGREGATION_OK, None, "$_id"]}},
+}}
+
+
+def selections(now: datetime) -> list[tuple[str, list]]:
+    """(status, the stages before the group) of every aggregation of one collection: one
+    equality per live status; READY up to ``READY_CAP + 1`` documents; SUCCESS and FAILURE
+    within ``ENDED_WINDOW``."""
+    since = now - timedelta(seconds=ENDED_WINDOW)
+    out = [(status, [{"$match": {"process_status": status}}]) for status in LIVE]
+    out.append((S.READY.value, [{"$match": {"process_status": S.READY.value}}, {"$limit": READY_CAP + 1}]))
+    out += [(status, [{"$match": {"process_status": status, "complete_time": {"$gte": since}}}])
+            for status in ENDED]
+    return out
+
+
+def _plain(group: dict, methods: set) -> bool:
+    """Whether a group of ``GROUP`` can only come from documents of proc's types: a date (or
+    nothing) as ``oldest`` and a method of the collection (or none)."""
+    oldest, method = group.get("oldest"), group["_id"]
+    if not (oldest is None or isinstance(oldest, datetime)):
+        return False
+    return method is None or (isinstance(method, str) and method in methods)
+
+
+def _groups(coll, stages: list, methods: set, query_log: list | None) -> list[dict]:
+    """The groups of one selection of one collection whose process methods are ``methods``:
+    ``GROUP``, or ``GUARDED`` when a document of the wrong shape made the first fail or answer
+    a group that is not ``_plain`` (a method no longer declared costs the guarded one too)."""
+    pipeline = [*stages, GROUP]
+    if query_log is not None:
+        query_log.append((coll.name, pipeline))
+    try:
+        groups = list(coll.aggregate(pipeline))
+        if all(_plain(g, methods) for g in groups):
+            return groups
+    except (OperationFailure, TypeError, ValueError):
+        pass
+    pipeline = [*stages, GUARDED]
+    if query_log is not None:
+        query_log.append((coll.name, pipeline))
+    return list(coll.aggregate(pipeline))
 
 
 def zero_counts() -> dict[str, int]:
@@ -103,35 +173,76 @@ class Counts:
     totals: dict[str, int]
     oldest: dict[str, datetime]
     kinds: list[KindRow]
+    unreadable: reader.Unreadable = field(default_factory=reader.Unreadable)
+    """The documents the counts could not group (and, once ``stuck.find`` has read its
+    candidates with it, the ones it skipped)."""
+    ready_capped: bool = False
+    """READY reached ``READY_CAP`` in a collection: its count is a lower bound."""
+    estimated: int | None = None
+    """Every document of every Proc collection, estimated (``estimated_total``); None when not asked."""
+
+    def basis(self) -> dict[str, str]:
+        """What each status's count covers, in words."""
+        hours = f"{ENDED_WINDOW / 3600:g} h"
+        out = {s: "exact" for s in LIVE}
+        out[S.READY.value] = (f"more than {READY_CAP:,} (counted up to {READY_CAP:,} per collection)"
+                              if self.ready_capped else "exact")
+        for s in ENDED:
+            out[s] = f"ended in the last {hours}"
+        return out
+
+    def texts(self) -> dict[str, str]:
+        """Each status's count as the page shows it."""
+        out = {s: f"{n:,}" for s, n in self.totals.items()}
+        if self.ready_capped:
+            out[S.READY.value] = at_most(READY_CAP + 1, READY_CAP)
+        return out
 
 
-def aggregate_counts(query_log: list | None = None) -> Counts:
-    """Counts and oldest change per status and per kind: one aggregation per collection."""
+def aggregate_counts(query_log: list | None = None, *, now: datetime | None = None,
+                     estimate: bool = False) -> Counts:
+    """Counts and oldest change per status and per kind, from aggregations an index serves:
+    per collection one per live status (exact), READY up to ``READY_CAP`` (exact below it) and
+    SUCCESS and FAILURE that ended within ``ENDED_WINDOW``. The documents examined are the live
+    ones, those of the window and at most ``READY_CAP`` READY ones: never the history.
+    ``estimate`` adds the all-time estimate of every collection (``estimated_total``)."""
+    now = now or utcnow()
     registered = {(k.collection, k.method): k for k in registry.kinds()}
     rows: dict[tuple, KindRow] = {key: KindRow(key[0], key[1], kind) for key, kind in registered.items()}
     totals, oldest = zero_counts(), {}
+    unreadable = reader.Unreadable(grouped=True)
+    ready_capped, estimated = False, 0 if estimate else None
     for cls in registry.proc_classes():
         collection = cls._get_collection_name()
-        if query_log is not None:
-            query_log.append((collection, GROUP_PIPELINE))
-        for group in cls._get_collection().aggregate(GROUP_PIPELINE):
-            status, _, method = (group["_id"] or "").partition("|")
-            if status not in totals:
-                continue  # not a proc status (a legacy document): the datafix deals with it
-            key = (collection, method or None)
-            row = rows.get(key) or rows.setdefault(key, KindRow(collection, method or None, registered.get(key)))
-            row.counts[status] += group["count"]
-            totals[status] += group["count"]
-            when = group.get("oldest")
-            if isinstance(when, datetime):
-                for target in (row.oldest, oldest):
-                    if status not in target or when < target[status]:
-                        target[status] = when
+        methods = {method for (c, method) in registered if c == collection}
+        if estimate:
+            estimated += estimated_total(cls)
+        for status, stages in selections(now):
+            found = 0
+            for group in _groups(cls._get_collection(), stages, methods, query_log):
+                found += group["count"]
+                if group["_id"] == UNREADABLE:  # one more read, only when there is such a document
+                    example = cls._get_collection().find_one({"_id": group["example"]})
+                    unreadable.add(collection, group["example"],
+                                   reader.problem(example) or "changed while it was read", group["count"])
+                    continue
+                method = group["_id"] or None
+                key = (collection, method)
+                row = rows.get(key) or rows.setdefault(key, KindRow(collection, method, registered.get(key)))
+                row.counts[status] += group["count"]
+                totals[status] += group["count"]
+                when = group.get("oldest")
+                if status in LIVE and isinstance(when, datetime):
+                    for target in (row.oldest, oldest):
+                        if status not in target or when < target[status]:
+                            target[status] = when
+            if status == S.READY.value and found > READY_CAP:
+                ready_capped = True
     in_use = limits.usage()
     for row in rows.values():
         row.in_use = in_use.get(row.name, 0)
     ordered = sorted(rows.values(), key=lambda r: (r.collection, r.method is not None, r.method or ""))
-    return Counts(totals, oldest, ordered)
+    return Counts(totals, oldest, ordered, unreadable, ready_capped, estimated)
 
 
 def iso(value) -> str | None:
@@ -144,9 +255,11 @@ def _age(when: datetime | None, now: datetime) -> float | None:
     return None if age is None else round(max(age, 0.0), 1)
 
 
-def attention(view: broker.BrokerView | None, now: datetime, limit: int) -> list[dict]:
-    """The processes that need attention, each with the plainest reason the service can tell."""
-    found = stuck.find(now, limit=limit)
+def attention(view: broker.BrokerView | None, now: datetime, limit: int,
+              unreadable: reader.Unreadable | None = None) -> list[dict]:
+    """The processes that need attention, each with the plainest reason the service can tell
+    (the candidates it cannot read are counted in ``unreadable``)."""
+    found = stuck.find(now, limit=limit, unreadable=unreadable)
     found.sort(key=lambda s: (s.age is None, -(s.age or 0)))
     return [explain(s, view) for s in found[:limit]]
 
@@ -172,10 +285,15 @@ def explain(item: stuck.Stuck, view: broker.BrokerView | None) -> dict:
 
 def _explain_dispatched(item, view, queue: str, depth) -> tuple[str, str]:
     waiting = f"{depth} message{'' if depth == 1 else 's'} waiting"
+    counted = view.broker_consumers.get(queue)  # RabbitMQ counts consumers; Redis does not
     if view.workers is None:
         if not depth:
             return MESSAGE_LOST, (f"message lost (queue {queue!r} empty) and no worker answered the "
                                   "inspect broadcast: redispatch it once a worker runs")
+        if counted:
+            return WORKERS_BUSY, (f"{waiting} in queue {queue!r}, which the broker counts {counted} "
+                                  "consumer(s) of; no worker answered the inspect broadcast in time "
+                                  "(busy or overloaded workers?)")
         return NO_CONSUMER, (f"no worker consumes queue {queue!r} ({waiting}); no worker answered "
                              "the inspect broadcast: start one, e.g. `procctl worker`")
     consumers = view.consumers(queue)
@@ -191,7 +309,7 @@ def _explain_dispatched(item, view, queue: str, depth) -> tuple[str, str]:
 
 def recoveries(now: datetime, *, hours: float, limit: int) -> list[dict]:
     """What the monitor recovered (or alerted about) in the last ``hours``, newest first."""
-    return [recovery(r, now) for r in monitor.recent_recoveries(limit, since=now - timedelta(hours=hours))]
+    return [recovery(r, now) for r in records.recent_recoveries(limit, since=now - timedelta(hours=hours))]
 
 
 def recovery(record: dict, now: datetime) -> dict:
@@ -256,13 +374,19 @@ def build_status(*, inspect_timeout: float, attention_limit: int, workers: bool 
         # The broker and the workers are asked while the database answers.
         pending_view = pool.submit(broker.look, queues, inspect_timeout, inspect=workers)
         now = utcnow()
-        counts = aggregate_counts()
+        counts = aggregate_counts(now=now, estimate=True)
         view = pending_view.result()
-    needs = attention(view, now, attention_limit)
+    needs = attention(view, now, attention_limit, counts.unreadable)
     settings = config.get()
     return {
+        "unreadable": counts.unreadable.as_dict(),
         "generated_at": iso(now),
         "counts": counts.totals,
+        "count_basis": counts.basis(),
+        "count_text": counts.texts(),
+        "ended_window_seconds": ENDED_WINDOW,
+        "ready_cap": READY_CAP,
+        "all_time": {"estimated": True, "processes": counts.estimated, "text": about(counts.estimated)},
         "oldest_age_seconds": {s: _age(counts.oldest.get(s), now) for s in ACTIVE},
         "kinds": [row.as_dict(now) for row in counts.kinds],
         "hints": hints(counts, view),
@@ -271,7 +395,9 @@ def build_status(*, inspect_timeout: float, attention_limit: int, workers: bool 
         "recoveries": recoveries(now, hours=recovery_hours, limit=recovery_limit),
         "recoveries_window_hours": recovery_hours,
         "workers": {"asked": workers, "answered": view.workers_answered, "list": view.workers or [],
-                    "inspect_timeout": inspect_timeout},
+                    "inspect_timeout": inspect_timeout, "counts_timeout": broker.counts_timeout(inspect_timeout)},
+        "hosts": worker_hosts.hosts(now),
+        "hosts_silent_after_seconds": worker_hosts.silent_after(),
         "queues": view.as_dict()["queues"],
         "broker": {"url": view.url, "reachable": view.reachable, "error": view.error},
         "database": {"url": redact_url(settings.mongodb_uri), "embedded": settings.embedded_db},

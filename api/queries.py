@@ -5,8 +5,11 @@ from datetime import datetime
 
 from bson import ObjectId
 
-from proc import limits, registry, stuck
-from proc.admin import parse_id
+from proc import registry
+from proc.store import reader
+from proc.monitor import stuck
+from proc.run import limits
+from proc.ops.filters import parse_id
 from proc.exceptions import UnknownKind
 from proc.status import ProcessStatus as S
 from proc.timeutil import age_seconds, format_age, utcnow
@@ -58,18 +61,21 @@ def find_proc(collection: str, id_text: str) -> tuple[type, dict]:
 
 def detail(collection: str, id_text: str) -> dict:
     """Every field of one process, its kind's settings, its diagnosis and what may be done to it."""
-    cls, raw = find_proc(collection, id_text)
+    cls, stored = find_proc(collection, id_text)
     now = utcnow()
+    problem = reader.problem(stored)  # an unreadable document is shown as stored, not judged
+    raw = stored if problem is None else reader.sanitized(stored)
     kind = registry.kind_of(cls, raw)
     verdict = None
-    if kind is not None and raw.get("process_status") in STATUSES:
+    if problem is None and kind is not None and raw.get("process_status") in STATUSES:
         verdict = stuck.diagnose(kind, raw, now, limits.usage())
     status = raw.get("process_status")
     active = status in (S.PENDING.value, S.DISPATCHED.value, S.RUNNING.value, S.WAITING_FOR_RESULT.value)
     repairable = status == S.FAILURE.value or (active and (verdict is not None or kind is None))
-    fields = {name: jsonable(value) for name, value in raw.items() if name != "history"}
+    fields = {name: jsonable(value) for name, value in stored.items() if name != "history"}
     return {
         **summary(collection, raw, now),
+        "unreadable": problem,
         "fields": fields,
         "errors": list(raw.get("errors") or []),
         "warnings": list(raw.get("warnings") or []),
@@ -80,7 +86,8 @@ def detail(collection: str, id_text: str) -> dict:
             "queue_timeout": kind.settings.queue_timeout,
             "heartbeat_timeout": kind.settings.heartbeat_timeout,
             "recovery": kind.settings.recovery, "max_attempts": kind.settings.max_attempts},
-        "actions": {"reset": repairable, "redispatch": repairable and kind is not None, "cancel": active},
+        "actions": {"reset": repairable, "redispatch": repairable and kind is not None and problem is None,
+                    "cancel": active},
     }
 
 

@@ -1,28 +1,32 @@
-"""``GET /api/timings``: where time goes, per kind and phase, over a window (``proc.timings``)."""
+"""``GET /api/timings``: where time goes, per kind and phase, over a window (``proc.monitor.timings``)."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from proc import registry, timings
-from proc.filters import FilterError, from_options
+from proc import registry
+from proc.machine import tally
+from proc.monitor import timings
+from proc.timeutil import utcnow
+from proc.ops.filters import FilterError, from_options
 
 from .errors import bad_parameter, whole_number
 
 bp = Blueprint("timings", __name__, url_prefix="/api")
 
 DEFAULT_WINDOW = 3600
-MAX_WINDOW = 30 * 24 * 3600
+MAX_WINDOW = tally.RETENTION
 
 
 def parse_window(value: str | None) -> int:
-    """``window``: whole seconds, from 1 to 30 days (default one hour)."""
+    """``window``: whole seconds, from 1 to the buckets' retention, 30 days (default one hour)."""
     return whole_number("window", value, default=DEFAULT_WINDOW, high=MAX_WINDOW,
-                        what="a whole number of seconds", high_means=" (30 days)")
+                        what="a whole number of seconds",
+                        high_means=" (30 days: the retention of the time buckets it is read from)")
 
 
 def parse_kind(value: str | None) -> tuple[type, str | None] | None:
     """``kind`` as every filter takes it (``collection`` or ``collection.method``, checked by
-    ``proc.filters``) -> (class, method or None); 400 naming ``kind``."""
+    ``proc.ops.filters``) -> (class, method or None); 400 naming ``kind``."""
     try:
         name = from_options(kind=value or None).kind
     except FilterError as exc:
@@ -36,7 +40,10 @@ def parse_kind(value: str | None) -> tuple[type, str | None] | None:
 
 
 def timings_data(window: int, kind: str | None = None) -> dict:
-    return {"window_seconds": window, "kinds": timings.summary(window, parse_kind(kind))}
+    """The answer: ``since`` is the window's start as read (rounded down to its bucket)."""
+    now = utcnow()
+    return {"window_seconds": window, "since": timings.since(window, now).isoformat() + "Z",
+            "bucket_seconds": timings.width_for(window), "kinds": timings.summary(window, parse_kind(kind), now=now)}
 
 
 @bp.get("/timings")

@@ -1,5 +1,5 @@
 """The "Where time goes" panel of the check-status page: per kind, the p50 and p95 of each
-phase (``proc.phases``) of the processes that ended in the last hour, as horizontal bars.
+phase (``proc.machine.phases``) of the processes that ended in the last hour, as horizontal bars.
 
 The bars are inline SVG drawn on the server (geometry computed here, colours in the page's
 own stylesheet), so the panel needs no asset of its own and is refreshed in place with the
@@ -7,8 +7,9 @@ rest of the live part. Each kind's bars share one scale: its longest p95. A kind
 ``queued`` exceeds half its queue timeout is marked, with the reason in words.
 
 The panel is computed at most once per ``PROC_TIMINGS_SECONDS`` (10 s) per app, however many
-pages refresh every ``PROC_REFRESH_SECONDS``: an hour's quantiles move slowly, and each
-computation is two aggregations per collection that read every phase of the hour.
+pages refresh every ``PROC_REFRESH_SECONDS``: an hour's quantiles move slowly. Each
+computation reads the hour's time buckets (``proc.monitor.timings``: one find, O(kinds x 60)),
+so the p50 and p95 are estimates within ``proc.machine.buckets.ERROR`` (the panel says so).
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import time
 
 from flask import current_app
 
-from proc import registry, timings
-from proc.phases import PHASES
+from proc import registry
+from proc.monitor import timings
+from proc.machine.phases import PHASES
 from proc.timeutil import format_age
 
 WINDOW = 3600

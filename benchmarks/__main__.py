@@ -1,14 +1,15 @@
 """Run every benchmark, each on both database tiers (``make bench``).
 
     python -m benchmarks [--quick | --smoke] [--tier both|embedded|real]
-                         [lifecycle status sweep datafix bulk timings calls]
+                         [lifecycle status sweep datafix bulk timings calls watch brokers]
 
 Each benchmark runs as a process of its own (``python -m benchmarks.bench_NAME``), one after
 the other, so none sees another's models, connections or private server. ``--quick`` and
 ``--tier`` are passed on (``calls`` counts on the embedded tier only and takes no ``--tier``). ``--smoke`` runs each at the tiny sizes of ``SMOKE``: its figures
 mean nothing, it shows in a minute that every benchmark still runs to its report on both
 tiers (the test suite runs it). The lifecycle benchmark needs a Redis broker
-(``CELERY_BROKER_URL``, else 127.0.0.1:6379). Exits non-zero if any benchmark failed.
+(``CELERY_BROKER_URL``, else 127.0.0.1:6379); the brokers benchmark Redis too, and RabbitMQ
+(``PROC_BENCH_AMQP_URL``, else a private ``rabbitmq-server`` it starts). Exits non-zero if any benchmark failed.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import time
 
 from benchmarks import EMBEDDED_ONLY
 
-NAMES = ("lifecycle", "status", "sweep", "datafix", "bulk", "timings", "calls")
+NAMES = ("lifecycle", "status", "sweep", "datafix", "bulk", "timings", "calls", "watch", "brokers")
 #: ``--smoke``: per benchmark, sizes that run every code path of it in seconds.
 SMOKE = {
     "lifecycle": ["--n", "20", "--real-n", "20", "--rounds", "1", "--concurrency", "2"],
@@ -29,6 +30,8 @@ SMOKE = {
     "bulk": ["--processes", "60", "--real-loop", "20", "--list-processes", "200"],
     "timings": ["--sizes", "200", "--repeat", "1"],
     "calls": ["--n", "20", "--rounds", "1"],
+    "watch": ["--olds", "100", "1000", "--live", "40", "100", "--repeat", "1"],
+    "brokers": ["--n", "20", "--rounds", "1", "--concurrency", "2"],
 }
 
 

@@ -9,12 +9,11 @@ Part 1, on each tier (the embedded database, then a real server: ``MONGODB_URI=m
 if set, else a private SecantusDB started for the run), with the model indexes created:
 ``--processes`` FAILURE entries are seeded, then
 
-1. ``proc.bulk.run("redispatch", status=FAILURE, kind=entry.process_entry)``: what
+1. ``proc.ops.bulk.run("redispatch", status=FAILURE, kind=entry.process_entry)``: what
    ``POST /api/procs/bulk`` does;
-2. after seeding them again, a loop of ``proc.admin.redispatch`` (the single action, what
+2. after seeding them again, a loop of ``proc.ops.admin.redispatch`` (the single action, what
    ``POST /api/procs/<collection>/<id>/redispatch`` calls) over ``--loop`` of them (default:
-   all on the embedded tier, 1,000 on the real one, where each single redispatch is a
-   ``findAndModify`` that SecantusDB serves with a collection scan); its figures per process
+   all on the embedded tier, 1,000 on the real one); its figures per process
    are multiplied up to ``--processes`` and marked "extrapolated".
 
 Both send every message to the broker (kombu's in-memory transport, nothing consumes them).
@@ -34,8 +33,10 @@ import time
 from datetime import timedelta
 
 from benchmarks.common import add_tier_argument, print_tiers, table, tiers
-from proc import admin, bulk, config, messaging, registry
-from proc.filters import Filter
+from proc import config, registry
+from proc.ops import admin, bulk
+from proc.run import messaging
+from proc.ops.filters import Filter
 from proc.status import ProcessStatus as S
 from proc.timeutil import utcnow
 

@@ -23,8 +23,10 @@ loop's idle polling is counted too; it is small and the same for every variant.
 The embedded tier only: on a real server the database's work is in the server, which is not
 counted. The models, tasks, submit loops and their bookkeeping are ``bench_lifecycle``'s.
 Both use only names proc has had since its first release (``Proc``, ``process``, ``config``,
-``db``, ``machine.listeners``, ``inprocess``, and ``make_app`` from ``proc.messaging`` or,
-before the redesign, ``proc.celeryconf``), so ``python -m benchmarks.compare --bench-from new calls``
+``db``, ``machine.listeners``, ``inprocess``, and ``make_app`` from ``messaging`` or, before the
+redesign, ``proc.celeryconf``), under the names of the layered layout (``proc.store.db``,
+``proc.run.messaging``); ``benchmarks.compare`` serves them under those names in a tree of the
+flat layout (its ``LAYOUT`` prelude), so ``python -m benchmarks.compare --bench-from new calls``
 counts an older revision with these scripts.
 """
 from __future__ import annotations
@@ -36,10 +38,11 @@ import threading
 from collections import Counter
 
 from benchmarks import bench_lifecycle as bl
-from proc import config, db, machine
+from proc import config, machine
+from proc.store import db
 
-try:  # since the redesign
-    from proc.messaging import make_app as _make_app, set_app as _set_app
+try:  # since the redesign (proc.messaging before the layers: benchmarks.compare's LAYOUT)
+    from proc.run.messaging import make_app as _make_app, set_app as _set_app
 except ImportError:  # before it
     from proc.celeryconf import make_app as _make_app, set_app as _set_app
 
@@ -83,7 +86,7 @@ def main(argv=None):
     import redis
 
     from benchmarks.common import redis_url
-    from proc.inprocess import in_process_worker
+    from proc.run.inprocess import in_process_worker
 
     broker = redis_url()
     config.configure(mongodb_uri="mongomock://localhost/proc_bench_calls", broker_url=broker)

@@ -25,15 +25,17 @@ tier, the commands pymongo sent (a ``CommandListener``, every thread) on the rea
 from __future__ import annotations
 
 import argparse
-import statistics
+import functools
 import threading
 import time
 
 from celery import shared_task
 from mongoengine import StringField
 
-from benchmarks.common import add_tier_argument, make_app, print_tiers, redis_url, table, tiers, worker
-from proc import Proc, db, machine, process
+from benchmarks.common import (add_tier_argument, interleaved, make_app, print_tiers, redis_url, table, tiers,
+                               worker)
+from proc import Proc, machine, process
+from proc.store import db
 
 DATABASE = "proc_bench_lifecycle"
 
@@ -192,19 +194,16 @@ def run_tier(tier, n: int, rounds: int, concurrency: int, broker: str) -> dict:
     """Every variant, interleaved over ``rounds``, on one tier; its own worker and app."""
     tier.connect(DATABASE)
     app = make_app(broker)
-    rates = {key: [] for key, _ in VARIANTS}
     runs = {"a": run_a, "a2": run_a2, "b": run_b, "c": run_c}
+    labels = {key: label.split()[0] for key, label in VARIANTS}
     with worker(app, concurrency):
         for fn in runs.values():
             fn(min(50, n))  # warm up connections and code paths
-        for r in range(rounds):
-            for key, fn in runs.items():
-                rates[key].append(fn(n))
-            print(f"  {tier.name} round {r + 1}: " + "  ".join(
-                f"{label.split()[0]} {rates[key][-1]:7.1f}/s" for key, label in VARIANTS), flush=True)
+        median = interleaved(tier.name, rounds, {key: functools.partial(fn, n) for key, fn in runs.items()},
+                             labels.get)
         ops = count_ops(tier)
     tier.drop(DATABASE)
-    return {"n": n, "median": {k: statistics.median(v) for k, v in rates.items()}, "ops": ops}
+    return {"n": n, "median": median, "ops": ops}
 
 
 def main(argv=None):

@@ -9,7 +9,7 @@ the demo's four Proc collections (mostly finished processes, some healthy active
 ``--stuck`` past their thresholds for every reason the monitor knows), then measures side
 by side, median of ``--repeat``:
 
-1. the sweep's detection, ``proc.stuck.find()``: its queries, the documents each returns
+1. the sweep's detection, ``proc.monitor.stuck.find()``: its queries, the documents each returns
    and the index each is meant to use (on the real tier: the winning plan ``explain()``
    reports);
 2. a naive scan: read every document of every collection and judge each in Python with
@@ -29,7 +29,9 @@ import time
 from datetime import timedelta
 
 from benchmarks.common import add_tier_argument, print_tiers, table, tiers
-from proc import config, messaging, monitor, registry, stuck
+from proc import config, monitor, registry
+from proc.monitor import stuck
+from proc.run import messaging
 from proc.status import ProcessStatus as S
 from proc.timeutil import utcnow
 
@@ -94,7 +96,7 @@ def seed(n: int, n_stuck: int) -> set:
 
 def naive_scan(now) -> list:
     """Read every document and judge each one in Python."""
-    from proc import limits
+    from proc.run import limits
 
     usage = limits.usage()
     found = []

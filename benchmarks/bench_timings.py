@@ -1,11 +1,12 @@
 """``GET /api/timings`` at 10,000 and 100,000 ended processes, on the embedded database and
-on a real server.
+on a real server: from the time buckets, side by side with the aggregation it replaced.
 
-For each tier and size: the database round trips of one ``/api/timings`` (the same at every
-size: two aggregations per Proc collection, ``proc.timings``) and its time, side by side with
-the naive way: read every document of every collection (``phases``, ``complete_time``,
-``current_process``, ``process_status``) and compute the same statistics here. Both answers
-are compared: they must be equal (exact percentiles at these sizes).
+For each tier and size: the database round trips and time of one ``/api/timings`` (one find
+of the window's bucket documents, ``proc.monitor.timings``: the same at every size), of the
+previous implementation (two aggregations per Proc collection over the window's ended
+documents, ``$push`` of every ``phases``, sorted here: ``aggregation``), and of the naive
+way (read every document). The answers are compared: ``n`` and ``max`` equal, the buckets'
+p50 and p95 within ``proc.machine.buckets.ERROR`` of the exact ones.
 
     python -m benchmarks.bench_timings [--sizes 10000 100000] [--real-sizes ...] [--repeat 3]
                                        [--quick] [--tier both|embedded|real]
@@ -17,13 +18,16 @@ embedded tier, the commands pymongo sent (``getMore`` included) on the real one.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import time
 from datetime import timedelta
 
-from benchmarks.common import add_tier_argument, empty_with_indexes, print_tiers, table, tiers, timed
-from proc import registry, timings
-from proc.phases import PHASES
+from benchmarks.common import add_size_arguments, empty_with_indexes, run_tiers, sizes_of, table, timed
+from proc import registry
+from proc.machine import buckets, tally
+from proc.monitor import timings
+from proc.machine.phases import PHASES
 from proc.timeutil import utcnow
 
 DATABASE = "proc_bench_timings"
@@ -59,8 +63,41 @@ def seed(n: int) -> None:
             docs.append({**fields, "process_status": "FAILURE" if failed_early or rng.random() < 0.05 else "SUCCESS",
                          "attempt": 1, "current_process": method, "last_status_change": when,
                          "complete_time": when, "create_time": when, "history": [], "errors": [],
-                         "warnings": [], "phases": phases, "phases_draw": rng.random()})
+                         "warnings": [], "phases": phases})
         cls._get_collection().insert_many(docs)
+        pending: dict = {}  # counted as the ending writes count them (proc.machine.tally)
+        for doc in docs:
+            tally.add(pending, f"{cls._get_collection_name()}.{method}", doc["process_status"], doc["phases"],
+                      doc["complete_time"])
+        tally.collection().bulk_write(tally.operations(pending), ordered=False)
+
+
+def quantile(ordered: list, q: float):
+    return ordered[max(math.ceil(q * len(ordered)), 1) - 1] if ordered else None
+
+
+def exact(found: list) -> dict:
+    found.sort()
+    return ({"n": len(found), "p50": quantile(found, 0.5), "p95": quantile(found, 0.95), "max": found[-1]}
+            if found else timings.empty())
+
+
+def aggregation(window: int = WINDOW) -> dict:
+    """The previous ``/api/timings``: per collection, one ``$group`` of the window's ended
+    documents that ``$push``es every ``phases`` (sorted here; its count aggregation, which only
+    gave ``ended``, left out)."""
+    since = utcnow() - timedelta(seconds=window)
+    answer = {k.name: {p: timings.empty() for p in PHASES} for k in registry.kinds()}
+    for cls in registry.proc_classes():
+        methods = [k.method for k in registry.kinds() if k.cls is cls]
+        match = {"process_status": {"$in": ["FAILURE", "SUCCESS"]}, "complete_time": {"$gte": since},
+                 "current_process": {"$in": methods}, "phases": {"$exists": True}}
+        for group in cls._get_collection().aggregate([
+                {"$match": match}, {"$group": {"_id": "$current_process", "phases": {"$push": "$phases"}}}]):
+            name = f"{cls._get_collection_name()}.{group['_id']}"
+            for p in PHASES:
+                answer[name][p] = exact([v[p] for v in group["phases"] if isinstance(v.get(p), (int, float))])
+    return answer
 
 
 def naive(window: int = WINDOW) -> dict:
@@ -83,10 +120,21 @@ def naive(window: int = WINDOW) -> dict:
         answer[name] = {}
         for p, found in phases.items():
             found.sort()
-            answer[name][p] = ({"n": len(found), "p50": timings.quantile(found, 0.5),
-                                "p95": timings.quantile(found, 0.95), "max": found[-1]}
-                               if found else timings.empty())
+            answer[name][p] = exact(found)
     return answer
+
+
+def agree(estimated: dict, expected: dict) -> None:
+    """``n`` and ``max`` equal; p50 and p95 within the buckets' relative error."""
+    assert estimated.keys() == expected.keys()
+    for name, phases in expected.items():
+        for p, want in phases.items():
+            got = estimated[name][p]
+            assert (got["n"], got["max"]) == (want["n"], want["max"]), (name, p, got, want)
+            for q in ("p50", "p95"):
+                assert (got[q] is None) == (want[q] is None), (name, p, q)
+                if want[q] is not None:
+                    assert abs(got[q] - want[q]) <= buckets.ERROR * want[q] + 1e-6, (name, p, q, got, want)
 
 
 def run_tier(tier, sizes, repeat: int) -> list:
@@ -108,37 +156,26 @@ def run_tier(tier, sizes, repeat: int) -> list:
             return response.get_json()["kinds"]
 
         api_time, api_ops, body = timed(tier, api_timings, repeat)
+        old_time, old_ops, old = timed(tier, aggregation, repeat)
         naive_time, naive_ops, expected = timed(tier, naive, repeat)
-        assert body == expected, "the aggregation and the naive loop disagree"
+        assert old == expected, "the aggregation and the naive loop disagree"
+        agree(body, expected)
         ended = sum(s["held"]["n"] for s in body.values())
-        rows.append({"n": n, "ended": ended, "api": (api_ops, api_time), "naive": (naive_ops, naive_time)})
-        print(f"  {tier.name} {n:,}: /api/timings {api_time:.3f} s, naive {naive_time:.3f} s "
-              f"(seeded in {seeded:.1f} s)", flush=True)
+        rows.append({"n": n, "ended": ended, "api": (api_ops, api_time), "old": (old_ops, old_time),
+                     "naive": (naive_ops, naive_time)})
+        print(f"  {tier.name} {n:,}: /api/timings {api_time:.3f} s, aggregation {old_time:.3f} s, "
+              f"naive {naive_time:.3f} s (seeded in {seeded:.1f} s)", flush=True)
     tier.drop(DATABASE)
     return rows
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000],
-                        help="ended processes, embedded tier")
-    parser.add_argument("--real-sizes", type=int, nargs="+", default=None,
-                        help="ended processes, real tier (default: --sizes)")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="--sizes 10000 --repeat 1")
-    add_tier_argument(parser)
+    add_size_arguments(parser, "ended processes")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.sizes, args.repeat = [10_000], 1
-    sizes = {"embedded": args.sizes, "real": args.real_sizes or args.sizes}
-
-    results = {}
-    with tiers(args.tier) as found:
-        print(f"GET /api/timings?window={WINDOW}; tiers:")
-        print_tiers(found)
-        for tier in found:
-            results[tier.name] = run_tier(tier, sizes[tier.name], args.repeat)
-        collections = len(registry.proc_classes())
+    results = run_tiers(args.tier, f"GET /api/timings?window={WINDOW}; tiers:",
+                        lambda tier, sizes: run_tier(tier, sizes, args.repeat), sizes_of(args))
+    collections = len(registry.proc_classes())
 
     print()
     print(f"{collections} Proc collections, {IN_WINDOW:.0%} of the processes ended in the window, model "
@@ -147,16 +184,18 @@ def main(argv=None) -> None:
     for name, found_rows in results.items():
         for r in found_rows:
             rows.append([name, f"{r['n']:,}", f"{r['ended']:,}"]
-                        + [f"{r[k][0].total} trips, {r[k][1]:.3f} s" for k in ("api", "naive")]
-                        + [f"{r['naive'][1] / r['api'][1]:.2f}x"])
-    print(table(["tier", "ended processes", "in the window", "/api/timings", "naive read-every-document loop",
-                 "naive / api time"], rows, "<>>>>>"))
+                        + [f"{r[k][0].total} trips, {r[k][1]:.3f} s" for k in ("api", "old", "naive")]
+                        + [f"{r['old'][1] / r['api'][1]:.1f}x"])
+    print(table(["tier", "ended processes", "in the window", "/api/timings (buckets)",
+                 "previous aggregation", "naive read-every-document loop", "aggregation / buckets time"],
+                rows, "<>>>>>>"))
     for name, found_rows in results.items():
         for r in found_rows:
             print(f"  {name} {r['n']:,} round trips: /api/timings: {r['api'][0].detail()}; "
-                  f"naive: {r['naive'][0].detail()}")
-    print("/api/timings = two aggregations per Proc collection (counts and max, then the pushed values "
-          "sorted here) and the JSON; the naive loop reads every document and computes the same answer.")
+                  f"previous aggregation: {r['old'][0].detail()}; naive: {r['naive'][0].detail()}")
+    print("/api/timings = one find of the window's time buckets and the JSON; the previous aggregation "
+          "pushed every phases of the window per collection (sorted here); the naive loop reads every "
+          "document. n and max equal, p50 and p95 within the buckets' error.")
 
 
 if __name__ == "__main__":

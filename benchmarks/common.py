@@ -332,7 +332,8 @@ class Tier:
     def connect(self, database: str, **settings):
         """Point the settings and this process's connection at ``database`` on this tier,
         with every collection of it dropped."""
-        from proc import config, db
+        from proc import config
+        from proc.store import db
 
         uri = self.uri(database)
         config.configure(mongodb_uri=uri, **settings)
@@ -344,7 +345,7 @@ class Tier:
     def drop(self, database: str) -> None:
         """Drop ``database`` (the real tier; the embedded store ends with the process)."""
         if self.real:
-            from proc import db
+            from proc.store import db
 
             db.connect(self.uri(database)).client.drop_database(database)
 
@@ -377,7 +378,7 @@ def tiers(which: str = "both"):
                 out.append(Tier("real", server.url, f"SecantusDB {server.version()} at 127.0.0.1:"
                                                     f"{server.port} (a private server for this run)"))
         yield out
-        from proc import db
+        from proc.store import db
 
         db.disconnect()  # before the server stops: no client left talking to it
 
@@ -385,6 +386,36 @@ def tiers(which: str = "both"):
 def print_tiers(found) -> None:
     for tier in found:
         print(f"  {tier.name:<8} = {tier.description}")
+
+
+def add_size_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--sizes`` (embedded tier), ``--real-sizes`` (default: ``--sizes``), ``--repeat``,
+    ``--quick`` and ``--tier``: the options of a benchmark measured at a few sizes of ``what``."""
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help=f"{what}, embedded tier")
+    parser.add_argument("--real-sizes", type=int, nargs="+", default=None,
+                        help=f"{what}, real tier (default: --sizes)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="--sizes 10000 --repeat 1")
+    add_tier_argument(parser)
+
+
+def sizes_of(args) -> dict[str, list[int]]:
+    """The sizes per tier that ``add_size_arguments``'s options ask for (``--quick`` applied)."""
+    if args.quick:
+        args.sizes, args.repeat = [10_000], 1
+    return {"embedded": args.sizes, "real": args.real_sizes or args.sizes}
+
+
+def run_tiers(which: str, title: str, run, sizes: dict[str, list[int]]) -> dict[str, list]:
+    """Print ``title`` and the tiers ``which`` names, then ``run(tier, sizes[tier.name])`` on
+    each, embedded first: ``{tier name: what run returned}``."""
+    results = {}
+    with tiers(which) as found:
+        print(title)
+        print_tiers(found)
+        for tier in found:
+            results[tier.name] = run(tier, sizes[tier.name])
+    return results
 
 
 # -- the broker and an in-process worker -------------------------------------------------------
@@ -405,7 +436,8 @@ def redis_url() -> str:
 
 def make_app(broker_url: str):
     """A Celery app on ``broker_url`` with keys under a prefix of its own."""
-    from proc import config, messaging
+    from proc import config
+    from proc.run import messaging
 
     app = messaging.make_app(config.Settings(**{**config.get().__dict__, "broker_url": broker_url}))
     options = dict(app.conf.broker_transport_options)
@@ -419,10 +451,23 @@ def make_app(broker_url: str):
 def worker(app, concurrency: int = 4):
     """A real Celery worker (thread pool) in this process: its tasks use this process's
     connection, so it talks to whichever tier ``Tier.connect`` pointed the process at."""
-    from proc.inprocess import in_process_worker
+    from proc.run.inprocess import in_process_worker
 
     with in_process_worker(app, concurrency=concurrency, loglevel="ERROR", shutdown_timeout=60) as w:
         yield w
+
+
+def interleaved(tier_name: str, rounds: int, runs: dict, label=str) -> dict:
+    """Each of ``runs`` (key -> a call that returns a rate per second) once per round, in
+    turn, for ``rounds`` rounds, so that a noisy moment of the machine falls on all of them;
+    prints each round's rates (named by ``label(key)``). Returns key -> median rate."""
+    rates = {key: [] for key in runs}
+    for r in range(rounds):
+        for key, run in runs.items():
+            rates[key].append(run())
+        print(f"  {tier_name} round {r + 1}: " + "  ".join(
+            f"{label(key)} {rates[key][-1]:7.1f}/s" for key in runs), flush=True)
+    return {key: statistics.median(values) for key, values in rates.items()}
 
 
 def table(headers: list[str], rows: list[list], aligns: str | None = None) -> str:

@@ -31,6 +31,9 @@ Invariants:
   embedded tier; on the real tier it runs under ``REAL_SHIM``, which points its
   ``mongomock://`` URIs at the server. Its own round-trip counts only see mongomock there:
   they are not ratios and are not compared. Neither tree's code is changed.
+- Either layout of ``proc/`` (flat, or in layers since ``proc/run/``) is measured with either
+  tree's scripts: ``LAYOUT``, first in ``REAL_SHIM`` and ``BENCH_FROM``, serves each moved
+  module (``MOVED``) under its name in the other layout.
 
 Every run's output is kept in a log directory (printed first).
 """
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import os
 import re
 import shutil
@@ -67,6 +71,79 @@ SIZES = {
 }
 BOUND = 0.90
 
+#: Where proc's modules went when proc/ became layers (old name -> new name). A benchmark
+#: script imports the names of its own tree's layout; ``LAYOUT`` lets it run against code of
+#: the other layout (``--bench-from``), and lets ``REAL_SHIM`` run in either.
+MOVED = {
+    "proc.db": "proc.store.db",
+    "proc.embedded": "proc.store.embedded",
+    "proc.landing": "proc.machine",
+    "proc.transitions": "proc.machine.many",
+    "proc.phases": "proc.machine.phases",
+    "proc.dispatch": "proc.run.dispatch",
+    "proc.execution": "proc.run.execution",
+    "proc.limits": "proc.run.limits",
+    "proc.heartbeat": "proc.run.heartbeat",
+    "proc.children": "proc.run.children",
+    "proc.pools": "proc.run.pools",
+    "proc.messaging": "proc.run.messaging",
+    "proc.inprocess": "proc.run.inprocess",
+    "proc.stuck": "proc.monitor.stuck",
+    "proc.recoveries": "proc.monitor.recovery",
+    "proc.terminate": "proc.monitor.terminate",
+    "proc.timings": "proc.monitor.timings",
+    "proc.admin": "proc.ops.admin",
+    "proc.bulk": "proc.ops.bulk",
+    "proc.filters": "proc.ops.filters",
+    "proc.settings": "proc.config",
+    "proc.durations": "proc.timeutil",
+}
+
+def _exists(name: str) -> bool:
+    """Whether module NAME is in this tree (not an alias)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # a parent that is missing, or a module and not a package
+        return False
+
+
+def _alias(moved: dict) -> None:
+    """Serve each module of MOVED under its name in the other layout, where the tree lacks it."""
+    import importlib
+    import sys
+    import types
+
+    import proc
+
+    for old, new in moved.items():
+        if _exists(old) and not _exists(new):
+            have, want = old, new
+        elif _exists(new) and not _exists(old):
+            have, want = new, old
+        else:
+            continue
+        module = importlib.import_module(have)
+        parent, _, leaf = want.rpartition(".")
+        if parent in sys.modules:
+            package = sys.modules[parent]
+        elif _exists(parent):
+            package = importlib.import_module(parent)
+        else:  # proc.run, proc.store, proc.ops in a tree of the flat layout
+            package = sys.modules[parent] = types.ModuleType(parent)
+            package.__path__ = []
+            setattr(proc, parent.rpartition(".")[2], package)
+        sys.modules[want] = module
+        setattr(package, leaf, module)
+
+
+LAYOUT = "\n".join(inspect.getsource(f) for f in (_exists, _alias)) + f"_alias({MOVED!r})\n"
+"""The prelude that serves proc's modules under the names of the other layout: in a tree
+that has ``proc/run/dispatch.py``, ``proc.dispatch`` is that module; in a tree that has
+``proc/dispatch.py``, ``proc.run.dispatch`` is (and ``proc.run`` a package holding it).
+First in ``REAL_SHIM`` and ``BENCH_FROM``; running it twice changes nothing."""
+
 RUN = """
 import runpy, sys
 sys.argv = sys.argv[1:]
@@ -74,7 +151,7 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
 """Runs a benchmark module as ``python -m`` would (the end of ``REAL_SHIM``; after ``BENCH_FROM``)."""
 
-REAL_SHIM = """
+REAL_SHIM = LAYOUT + """
 import os
 from urllib.parse import urlsplit
 from proc import config, db
@@ -93,7 +170,7 @@ config.configure, db.connect = configure, lambda uri=None: _connect(real(uri))
 """Runs a one-tier (embedded-only) benchmark against ``PROC_COMPARE_REAL_URI``: every
 ``mongomock://host/NAME`` given to ``config.configure`` or ``db.connect`` becomes ``URI/NAME``."""
 
-BENCH_FROM = """
+BENCH_FROM = LAYOUT + """
 import importlib.util, sys
 from pathlib import Path
 _package = Path(sys.argv.pop(1)) / "benchmarks"

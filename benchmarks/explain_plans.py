@@ -8,7 +8,7 @@ processes, ``--stuck`` stuck ones for every reason), creates the model indexes
 (``cls.ensure_indexes()``, plus the monitor's), then runs the real code while a pymongo
 ``CommandListener`` records every command it sends:
 
-- the monitor's sweep: detection (``proc.stuck.find``) and recovery (``proc.monitor.sweep``,
+- the monitor's sweep: detection (``proc.monitor.stuck.find``) and recovery (``proc.monitor.sweep``,
   with an in-memory broker);
 - the API: ``GET /api/status``, ``GET /api/procs`` (no filter, by status, by kind, by both, the
   next page of a cursor) and ``GET /api/procs/<collection>/<id>``, through the Flask app;
@@ -38,7 +38,9 @@ from bson import ObjectId
 
 from benchmarks import legacy
 from benchmarks.common import CommandRecorder, SecantusProcess, Tier, table
-from proc import config, messaging, monitor, registry, stuck
+from proc import config, monitor, registry
+from proc.monitor import recovery, stuck
+from proc.run import messaging
 from proc.timeutil import utcnow
 
 DATABASE = "proc_explain"
@@ -279,7 +281,7 @@ def record(tier: Tier, n: int, n_stuck: int, legacy_docs: int) -> tuple[list, di
     registry.forget_settings()
     for cls in registry.proc_classes():
         cls.ensure_indexes()
-    monitor.ensure_indexes()
+    recovery.ensure_indexes()
     seed_processes(n, n_stuck)
     from api import create_app
 
@@ -292,7 +294,7 @@ def record(tier: Tier, n: int, n_stuck: int, legacy_docs: int) -> tuple[list, di
         return response.get_json()
 
     with CommandRecorder() as rec:
-        rec.tag = "sweep: detection (proc.stuck.find)"
+        rec.tag = "sweep: detection (proc.monitor.stuck.find)"
         stuck.find(utcnow())
         rec.tag = "sweep: recovery (proc.monitor.sweep)"
         monitor.sweep(utcnow())
@@ -336,7 +338,7 @@ def record(tier: Tier, n: int, n_stuck: int, legacy_docs: int) -> tuple[list, di
 def reseed(tier: Tier, n: int, n_stuck: int, legacy_docs: int) -> None:
     """The data as it was before the recording (the sweep recovered the stuck processes and
     the datafix migrated its documents): the plans are explained on that."""
-    from proc import db
+    from proc.store import db
 
     database = db.connect(tier.uri(DATABASE))
     for cls in registry.proc_classes():
@@ -366,7 +368,7 @@ def distinct_queries(commands: list) -> list[dict]:
 
 
 def explain_all(tier: Tier, queries: list, column: str) -> None:
-    from proc import db
+    from proc.store import db
 
     handles = {}
     for q in queries:
@@ -423,7 +425,7 @@ def main(argv=None) -> None:
                 record(tier, args.processes, args.stuck, args.legacy_docs)
             reseed(tier, args.processes, args.stuck, args.legacy_docs)
             explain_all(tier, queries, column)
-        from proc import db
+        from proc.store import db
 
         for _, tier in servers:
             for name in (DATABASE, DATAFIX_DATABASE):

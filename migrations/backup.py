@@ -36,15 +36,22 @@ class Backups:
     def latest(self, revision: str, collection: str, ids: list) -> dict[bytes, dict]:
         """The newest record of each of ``ids`` (sorted ``_id``s of one batch), by ``keyset.key``.
 
-        One query over the batch's ``_id`` range, filtered to the batch in Python.
+        One query over the batch's ``_id`` range, filtered to the batch in Python. The
+        embedded database cannot compare a range with a stored MinKey, MaxKey or Timestamp
+        ``doc_id`` (``NotImplementedError``): there the query lists the batch's ``_id``s.
         """
         wanted = {keyset.key(i) for i in ids}
         span = keyset.span(ids)
         ranges = span["$or"] if "$or" in span else [span]
         query = {"revision": revision, "collection": collection,
                  "$or": [{"doc_id": clause["_id"]} for clause in ranges]}
+        try:
+            records = list(self.collection.find(query).sort([("time", 1), ("_id", 1)]))
+        except NotImplementedError:  # mongomock cannot compare a range with MinKey, MaxKey, ...
+            query = {"revision": revision, "collection": collection, "doc_id": {"$in": list(ids)}}
+            records = list(self.collection.find(query).sort([("time", 1), ("_id", 1)]))
         found: dict[bytes, dict] = {}
-        for rec in self.collection.find(query).sort([("time", 1), ("_id", 1)]):
+        for rec in records:
             k = keyset.key(rec["doc_id"])
             if k in wanted:
                 found[k] = rec

@@ -12,13 +12,15 @@ import sys
 
 import click
 
-from proc import config, db
-from proc.durations import InvalidDuration, format_duration, parse_duration
+from proc import config
+from proc.store import db
+from proc.timeutil import InvalidDuration, format_duration, parse_duration
 from proc.exceptions import ConfigurationError, DatabaseUnavailable
 
 from . import command, history
 from .errors import LockHeld
 from .progress import Bar, Lines
+from .arguments import MAX_BATCH_SIZE
 from .runner import DEFAULT_BATCH_SIZE
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
@@ -114,7 +116,8 @@ def _confirm(what: str, yes: bool, dry_run: bool) -> None:
 @datafix.command("upgrade")
 @click.option("--to", "to", default=None,
               help="Apply datafixes up to VERSION (0001 or sequence:id) in run order only.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1, max=MAX_BATCH_SIZE), default=DEFAULT_BATCH_SIZE,
+              show_default=True)
 @click.option("--collection", "collections", multiple=True, help="Also migrate this collection.")
 @click.option("--dry-run", is_flag=True, help="Write nothing; print what would happen.")
 @click.option("--include-processing", is_flag=True,
@@ -137,7 +140,8 @@ def upgrade_cmd(obj, to, batch_size, collections, dry_run, include_processing, a
 @click.option("--to", "to", default=None,
               help="Revert the datafixes after VERSION (0001 or sequence:id) in run order "
                    "(default: the newest applied one; 'base' = all).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1, max=MAX_BATCH_SIZE), default=DEFAULT_BATCH_SIZE,
+              show_default=True)
 @click.option("--collection", "collections", multiple=True, help="Also revert this collection.")
 @click.option("--dry-run", is_flag=True, help="Write nothing; print what would happen.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -228,7 +232,7 @@ def history_cmd(obj, as_json):
 
 
 def _duration_option(ctx, param, value):
-    """The one duration syntax of the CLI and API (``proc.durations``), as seconds."""
+    """The one duration syntax of the CLI and API (``proc.timeutil``), as seconds."""
     try:
         return parse_duration(value, "--older-than")
     except InvalidDuration as exc:

@@ -19,9 +19,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
 
-from proc import db, registry
 
-from . import history as history_module, lock as lock_module, script as script_module
+from proc import registry
+from proc.exceptions import ConfigurationError
+from proc.store import db
+
+from . import arguments, history as history_module, lock as lock_module, readable, \
+    script as script_module
 from .backup import Backups
 from .errors import ScriptError
 from .ledger import DONE, FAILED, RUNNING, Ledger
@@ -42,6 +46,8 @@ class Result:
     collections: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     failed: bool = False
+    #: ``verify``: per collection, the documents the current views cannot read.
+    unreadable: list | None = None
 
     @property
     def ok(self) -> bool:
@@ -52,7 +58,8 @@ class Result:
                        "collections": self.collections, "messages": self.messages,
                        "errors": self.errors,
                        "warnings": self.warnings + [w for r in self.reports for w in r.warnings],
-                       "datafixes": [_report_dict(r) for r in self.reports]})
+                       "datafixes": [_report_dict(r) for r in self.reports],
+                       **({} if self.unreadable is None else {"unreadable": self.unreadable})})
 
 
 def _report_dict(r: DatafixReport) -> dict:
@@ -79,8 +86,12 @@ def _plain(value):
 
 
 def connect(uri: str | None = None):
-    """The database (``uri``, else MONGODB_URI); pings a real server."""
-    database = db.connect(uri) if uri else db.database()
+    """The database (``uri``, else MONGODB_URI); pings a real server. A URI the driver
+    cannot parse is a ``ScriptError`` (exit 2), not a traceback."""
+    try:
+        database = db.connect(uri, named="the database URI (--uri or MONGODB_URI)")
+    except ConfigurationError as exc:  # names the URI, the reason and how to write it
+        raise ScriptError(str(exc)) from None
     if not db.is_embedded():
         db.ping()
     return database
@@ -104,7 +115,7 @@ def targets(database, named=(), entries: dict | None = None) -> list[str]:
 def _setup(uri, versions, to):
     """Load and check the datafixes and ``to`` first (bad input writes nothing), then connect."""
     scripts = script_module.discover(versions)
-    limit = script_module.resolve(scripts, to)
+    limit = script_module.resolve(scripts, arguments.target_version(to))
     return connect(uri), scripts, limit
 
 
@@ -152,9 +163,12 @@ class _Session(NamedTuple):
 
 
 @contextlib.contextmanager
-def _session(name, uri, versions, to, collections, dry_run, lock_ttl, progress):
-    """Load the datafixes, connect, find the targets; the lock (none in a dry run) is taken
-    before the first write (``Context._begin``), so a refused run leaves nothing behind."""
+def _session(name, uri, versions, to, collections, dry_run, lock_ttl, progress, batch_size):
+    """Check the arguments, load the datafixes, connect, find the targets; the lock (none in
+    a dry run) is taken before the first write (``Context._begin``), so a refused run leaves
+    nothing behind."""
+    arguments.batch_size(batch_size)
+    collections = arguments.collection_names(collections)
     database, scripts, limit = _setup(uri, versions, to)
     result = Result(name, dry_run)
     held = None if dry_run else Lock(database, command=name, ttl=lock_ttl)
@@ -189,7 +203,8 @@ def upgrade(*, to: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, coll
     Refuses, writing nothing, when an applied file changed, unless ``allow_changed``
     (then each run's summary in the ledger records ``allowed_changed: true``).
     """
-    with _session("upgrade", uri, versions, to, collections, dry_run, lock_ttl, progress) as run_:
+    with _session("upgrade", uri, versions, to, collections, dry_run, lock_ttl, progress,
+                  batch_size) as run_:
         database, scripts, limit, result, held, entries, names, progress = run_
         scripts = [s for s in scripts if limit is None or s.position <= limit]
         problems = [p for p in (changed(s, entries.get(s.label)) for s in scripts) if p]
@@ -234,7 +249,8 @@ def downgrade(*, to: str | None = None, collections=(), dry_run: bool = False,
               on_batch=None, lock_ttl: float = lock_module.TTL) -> Result:
     """Revert, newest first, the datafixes after ``to`` in run order (default: only the
     newest one) that are applied, stamped, failed or left running."""
-    with _session("downgrade", uri, versions, to, collections, dry_run, lock_ttl, progress) as run_:
+    with _session("downgrade", uri, versions, to, collections, dry_run, lock_ttl, progress,
+                  batch_size) as run_:
         database, scripts, limit, result, held, entries, names, progress = run_
         done = [s for s in scripts
                 if (entries.get(s.label) or {}).get("state") in (*DONE, FAILED, RUNNING)]
@@ -256,6 +272,7 @@ def status(*, collections=(), uri: str | None = None, versions=None) -> Result:
     """Each datafix, its ledger state, and per collection the documents still to migrate
     (``remaining``) and the invalid ones. ``ok`` is False when invalid documents exist, a
     datafix failed, or an applied file changed (an error naming it)."""
+    collections = arguments.collection_names(collections)
     database, scripts, _ = _setup(uri, versions, None)
     result = Result("status")
     entries = Ledger(database).all()
@@ -288,8 +305,17 @@ def verify(*, collections=(), uri: str | None = None, versions=None) -> Result:
     result.command = "verify"
     pending = sum(c.remaining for r in result.reports for c in r.collections.values())
     invalid = sum(c.invalid for r in result.reports for c in r.collections.values())
-    result.messages.append(f"{pending} document(s) in the old shape, {invalid} invalid, in "
+    found = readable.check(db.database(), result.collections, model_collections())
+    unreadable = sum(u.count for u in found)
+    result.messages.append(f"{pending} document(s) in the old shape, {invalid} invalid, "
+                           f"{unreadable} unreadable by the current views, in "
                            f"{len(result.collections)} collection(s)")
+    if unreadable:
+        result.errors.append(f"{unreadable} document(s) hold a field of a type the current views "
+                             "cannot read; fix them (or delete them):")
+        result.errors.extend(line for u in found for line in u.lines())
+    result.unreadable = [{"collection": u.collection, "count": u.count, "documents": u.docs}
+                         for u in found]
     for r in result.reports:
         r.error = None  # verify judges the data, not the ledger's last error
     result.failed = pending > 0

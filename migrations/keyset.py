@@ -15,13 +15,13 @@ from decimal import Decimal
 import bson
 from bson import Binary, Decimal128, Int64, ObjectId
 
-from proc import db
+from proc.store import db
 
 #: The BSON type brackets an ``_id`` can be in, in the server's sort order, each with the
 #: query that selects the whole bracket. An array is never an ``_id``. MinKey, MaxKey,
-#: Timestamp, JavaScript and symbol ``_id``s are not walked (mongomock can neither select
-#: nor sort them); the runner's final count of documents still to migrate reports any
-#: such document as not reached, so none is silently left behind.
+#: Timestamp, JavaScript and symbol ``_id``s are in none of them (mongomock cannot sort
+#: them): ``rest`` reads those after the walk, unsorted; the runner's final count of
+#: documents still to migrate reports any document neither reached.
 BRACKETS: tuple[tuple[str, dict], ...] = (
     ("null", {"_id": None}),
     ("number", {"_id": {"$type": "number"}}),
@@ -64,16 +64,19 @@ def after(last_id=None, *, started: bool = True) -> dict:
     """
     if not started:
         return {"$or": [clause for _, clause in BRACKETS]}
-    current = _ORDER[bracket_of(last_id)]
-    later = [clause for name, clause in BRACKETS if _ORDER[name] > current]
-    return {"$or": [{"_id": {"$gt": last_id}}, *later]}
+    bracket = bracket_of(last_id)
+    later = [clause for name, clause in BRACKETS if _ORDER[name] > _ORDER[bracket]]
+    same = {"_id": {"$gt": last_id}}
+    if db.is_embedded():  # mongomock raises comparing with a MinKey, MaxKey or Timestamp _id:
+        same = {"$and": [BRACKETS[_ORDER[bracket]][1], same]}  # its $and stops at the type
+    return {"$or": [same, *later]}
 
 
 def among(ids: list, selector: dict) -> dict:
     """The filter of one batch's write on the embedded database: ``_id`` among ``ids``, and
     still matching ``selector`` (under ``$and``, so it may name ``_id`` too).
 
-    ``proc.embedded`` serves ``_id $in`` (top level, or a clause of a top-level ``$and``)
+    ``proc.store.embedded`` serves ``_id $in`` (top level, or a clause of a top-level ``$and``)
     as one store-key lookup per id. Not for a real server: SecantusDB answers ``_id $in``
     combined with other conditions with a collection scan (``migrations.match``).
     """
@@ -96,19 +99,38 @@ def guarded(doc_id, selector: dict) -> dict:
 
 
 def span(ids: list) -> dict:
-    """A filter matching the ``_id`` range of one sorted batch: per bracket, first to last.
+    """A filter matching the ``_id`` range of one sorted batch: per bracket, first to last;
+    ``_id``s in no bracket (``rest``'s: MinKey, MaxKey, Timestamp, ...) by equality.
 
     Used where the ``_id``s are a field of another collection (the backups' ``doc_id``);
     there a range is one index range on a real server and one comparison per document on
     the embedded database, where ``$in`` would compare each document with every listed id.
     """
     ranges: dict[str, list] = {}
+    others = []
     for value in ids:
-        lo_hi = ranges.setdefault(bracket_of(value), [value, value])
+        try:
+            lo_hi = ranges.setdefault(bracket_of(value), [value, value])
+        except TypeError:
+            others.append(value)
+            continue
         lo_hi[1] = value
     clauses = [{"_id": None} if lo is None else {"_id": {"$gte": lo, "$lte": hi}}
                for lo, hi in ranges.values()]
+    if others:
+        clauses.append({"_id": {"$in": others}})
     return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+
+def first(collection, query: dict, limit: int, projection=None) -> list[dict]:
+    """Up to ``limit`` documents matching ``query``, for samples: the first in ``_id`` order
+    among the walked brackets, then (unsorted: mongomock cannot sort them) those in none."""
+    walked = {"$and": [query, after(started=False)]}
+    found = list(collection.find(walked, projection).sort("_id", 1).limit(limit))
+    if len(found) < limit:
+        others = {"$and": [query, {"$nor": [clause for _, clause in BRACKETS]}]}
+        found += list(collection.find(others, projection).limit(limit - len(found)))
+    return found
 
 
 def key(value) -> bytes:
@@ -136,3 +158,20 @@ def walk(collection, selector: dict, *, batch_size: int, projection=None):
         last, started = batch[-1]["_id"], True
         if len(batch) < batch_size:
             return
+
+
+def rest(collection, selector: dict, *, batch_size: int, projection=None):
+    """Yield lists of documents matching ``selector`` whose ``_id`` is in no bracket of
+    ``BRACKETS`` (MinKey, MaxKey, Timestamp, JavaScript, symbol, regex), ``batch_size`` each,
+    unsorted: the walk's complement. Each query leaves out the ``_id``s already yielded
+    (few: such ``_id``s are rare), so every document is yielded once, whether or not the
+    caller moved it out of ``selector`` (a dry run does not), and the walk ends."""
+    others = {"$nor": [clause for _, clause in BRACKETS]}
+    seen: list = []
+    while True:
+        query = {"$and": [selector, others, *([{"_id": {"$nin": seen}}] if seen else [])]}
+        batch = list(collection.find(query, projection).limit(batch_size))
+        if not batch:
+            return
+        seen.extend(d["_id"] for d in batch)
+        yield batch

@@ -24,7 +24,7 @@ import datetime
 from bson import ObjectId
 from pymongo import UpdateOne
 
-from proc import db
+from proc.store import db
 
 from . import keyset
 
@@ -133,7 +133,7 @@ EMBEDDED = "embedded"
 def shape(selector: dict, pipeline: list):
     """How a batch is written on this database: a guarded pipeline (real server), the
     ``EMBEDDED`` marker (one ``update_many`` of ``keyset.among``: mongomock ignores
-    ``$$REMOVE`` in ``$set``, and ``proc.embedded`` serves ``_id $in`` under ``$and`` by
+    ``$$REMOVE`` in ``$set``, and ``proc.store.embedded`` serves ``_id $in`` under ``$and`` by
     store key), or None: one ``UpdateOne`` per document (a real server and a selector
     ``expression`` cannot translate exactly)."""
     if db.is_embedded():

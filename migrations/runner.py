@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pymongo import UpdateOne
+from pymongo.errors import OperationFailure
 
 from . import keyset, match
 from .backup import Backups
@@ -117,6 +118,8 @@ class Context:
         self._backups = Backups(database)
         self._begun = False
         self._selects: list[dict] = []
+        #: What ``remaining`` found: per collection, the count and sample ``_id``s.
+        self.left: list[str] = []
 
     def collection(self, name: str):
         return self.db[name]
@@ -134,7 +137,7 @@ class Context:
             rep = self.report.collection(name)
             rep.invalid = n
             projection = {f: 1 for f in fields} or {"_id": 1}
-            rep.invalid_docs = list(coll.find(query, projection).sort("_id", 1).limit(INVALID_LISTED))
+            rep.invalid_docs = keyset.first(coll, query, INVALID_LISTED, projection)
             self.report.warnings.append(f"{name}: {n} invalid document(s) left untouched")
             total += n
         return total
@@ -148,8 +151,7 @@ class Context:
             if n:
                 rep = self.report.collection(name)
                 rep.processing = n
-                rep.processing_ids = [d["_id"] for d in coll.find(query, {"_id": 1}).sort("_id", 1)
-                                      .limit(SAMPLES)]
+                rep.processing_ids = [d["_id"] for d in keyset.first(coll, query, SAMPLES, {"_id": 1})]
                 found.append(f"{n} in {name} (e.g. {', '.join(map(str, rep.processing_ids))})")
         if not found:
             return
@@ -190,16 +192,49 @@ class Context:
             coll = self.collection(name)
             rep = self.report.collection(name)
             self._progress.start(f"{self.revision} {name}", coll.count_documents(select))
-            for batch in keyset.walk(coll, select, batch_size=self.batch_size, projection=projection):
+            for batch in self._batches(coll, select, projection):
                 ids = [d["_id"] for d in batch]
                 self._backups.save([Backups.record(self.revision, name, self.run_id, d, backup)
                                     for d in batch])
-                modified = match.update_batch(coll, ids, select, pipeline, guarded)
+                modified = self._write(coll, rep, ids, select, pipeline, guarded)
                 rep.matched += len(batch)
                 rep.migrated += modified
                 rep.skipped += max(0, len(batch) - modified)
                 self._after_batch(name, rep, batch, ids[-1])
             self._progress.finish()
+
+    def _batches(self, coll, select: dict, projection: dict):
+        """The documents matching ``select``: the keyset walk in ``_id`` order, then those
+        whose ``_id`` type the walk cannot order (``keyset.rest``)."""
+        yield from keyset.walk(coll, select, batch_size=self.batch_size, projection=projection)
+        yield from keyset.rest(coll, select, batch_size=self.batch_size, projection=projection)
+
+    def _write(self, coll, rep: CollectionReport, ids: list, select: dict, pipeline: list,
+               guarded) -> int:
+        """One batch's write (``match.update_batch``). When the server refuses it
+        (``OperationFailure``: a value the pipeline cannot take, a document grown too large),
+        the batch is written again one document at a time, each guarded by ``select`` as
+        before, so the others are migrated and the run fails naming the collection, the
+        ``_id`` and the server's reason of each refused document (``DatafixError``)."""
+        try:
+            return match.update_batch(coll, ids, select, pipeline, guarded)
+        except OperationFailure:
+            pass
+        modified, refused = 0, []
+        for doc_id in ids:
+            try:
+                modified += match.update_batch(coll, [doc_id], select, pipeline, guarded)
+            except OperationFailure as exc:
+                refused.append(f"_id {doc_id!r}: {_reason(exc)}")
+        if not refused:
+            return modified
+        rep.matched += len(ids)
+        rep.migrated += modified
+        shown = "; ".join(refused[:SAMPLES]) + (f"; and {len(refused) - SAMPLES} more"
+                                                 if len(refused) > SAMPLES else "")
+        raise DatafixError(f"{coll.name}: the server refused to migrate {len(refused)} document(s): "
+                           f"{shown}. Fix or remove them (the backup collection holds their "
+                           "values), then run again: it resumes")
 
     def _count_rows(self, select: dict, rows: dict) -> None:
         for name in self.collections:
@@ -211,8 +246,8 @@ class Context:
                 n = coll.count_documents(query)
                 if n:
                     rep.rows[label] = rep.rows.get(label, 0) + n
-                    rep.samples[label] = [d["_id"] for d in coll.find(query, {"_id": 1})
-                                          .sort("_id", 1).limit(SAMPLES)]
+                    rep.samples[label] = [d["_id"] for d in keyset.first(coll, query, SAMPLES,
+                                                                         {"_id": 1})]
 
     # -- the batched downgrade -------------------------------------------------------------
 
@@ -238,7 +273,7 @@ class Context:
             rep = self.report.collection(name)
             if not self.dry_run:
                 self._progress.start(f"{self.revision} {name}", coll.count_documents(select))
-            for batch in keyset.walk(coll, select, batch_size=self.batch_size, projection=projection):
+            for batch in self._batches(coll, select, projection):
                 ids = [d["_id"] for d in batch]
                 backups = self._backups.latest(self.revision, name, ids)
                 ops, converted = [], []
@@ -304,11 +339,11 @@ class Context:
                 n = coll.count_documents(select)
                 if n:
                     self.report.collection(name).remaining += n
-                    sample = coll.find_one(select, {"_id": 1})
-                    self.report.warnings.append(
-                        f"{name}: {n} document(s) still match after the run, e.g. _id "
-                        f"{sample['_id']!r} ({type(sample['_id']).__name__}); _ids of the types "
-                        f"MinKey, MaxKey, Timestamp, JavaScript or symbol are not walked")
+                    sample = [d["_id"] for d in coll.find(select, {"_id": 1}).limit(SAMPLES)]
+                    note = (f"{name}: {n} document(s) still match after the run: _id "
+                            f"{', '.join(f'{i!r} ({type(i).__name__})' for i in sample)}")
+                    self.report.warnings.append(note)
+                    self.left.append(note)
                 total += n
         return total
 
@@ -337,6 +372,15 @@ def _exact_restore(doc_id, current: dict, witness, record: dict) -> UpdateOne:
     return UpdateOne(query, update)
 
 
+def _reason(exc: OperationFailure) -> str:
+    """The server's message for a refused write, one line, at most 300 characters."""
+    details = exc.details or {}
+    errors = details.get("writeErrors") or []
+    text = str(errors[0].get("errmsg") if errors else details.get("errmsg") or exc)
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
 def _note_converted(rep: CollectionReport, converted: list, count: int) -> None:
     rep.converted += count
     room = INVALID_LISTED - len(rep.converted_docs)
@@ -353,7 +397,8 @@ def run(ctx: Context, function) -> DatafixReport:
             return ctx.report
         left = ctx.remaining()
         if left:
-            ctx.finish(FAILED, f"{left} document(s) still to migrate after the run")
+            ctx.finish(FAILED, f"{left} document(s) still to migrate after the run; "
+                               + "; ".join(ctx.left))
         else:
             ctx.finish(done_state)
     except Refused as exc:

@@ -19,11 +19,13 @@ backups key it by: the bare id for proc's own (``0001``, as ledgers always were)
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import importlib.util
 import os
 import re
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,13 +102,17 @@ def checksum(path: Path) -> str:
 
 
 def _load(path: Path, revision: str) -> ModuleType:
+    """Import one datafix file. Anything it raises at import, ``BaseException`` included (a
+    ``sys.exit(0)``, a ``KeyboardInterrupt``), is a ``ScriptError`` naming the file, the
+    exception and the file's line: a file that cannot be loaded is never taken as loaded."""
     name = f"migrations._datafix_{revision}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
-        raise ScriptError(f"datafix {path} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:  # noqa: B036 - SystemExit and KeyboardInterrupt are load errors too
+        raise ScriptError(f"datafix {path} cannot be loaded: {_describe(exc, path)}; fix or remove "
+                          "the file (every datafix command and the startup guard load it)") from None
     missing = [attr for attr in _REQUIRED if not hasattr(module, attr)]
     if missing:
         raise ScriptError(f"datafix {path} lacks {', '.join(missing)}; see {TEMPLATE.name}")
@@ -114,6 +120,19 @@ def _load(path: Path, revision: str) -> ModuleType:
         raise ScriptError(f"datafix {path} says revision = {module.revision!r}, but its file "
                           f"name says {revision!r}")
     return module
+
+
+def _describe(exc: BaseException, path: Path) -> str:
+    """``SystemExit(0) at line 7``: the exception, and the file's last line it passed through."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, SystemExit):
+        text = f"SystemExit({exc.code!r}): the file exits when imported"
+    where = path.resolve()
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__)
+             if Path(frame.filename).resolve() == where]
+    if isinstance(exc, SyntaxError) and exc.lineno and not lines:
+        lines = [exc.lineno]
+    return f"{text} at line {lines[-1]}" if lines else text
 
 
 _cache: dict[tuple[Path, str], Script] = {}
@@ -158,7 +177,7 @@ def _scan(directory: Path, name: str) -> list[Script]:
     found: dict[int, Script] = {}
     for path in sorted(directory.glob("*.py")):
         match = _FILE.match(path.name)
-        if not match:
+        if not match or not path.is_file():
             continue
         revision, digest = match.group(1), checksum(path)
         script = _cache.get((path, digest))
@@ -223,15 +242,77 @@ def resolve(scripts: list[Script], revision: str | None) -> int | None:
     return find(scripts, revision).position
 
 
+#: The longest datafix name ``new`` accepts (it is the description and the docstring's title).
+MAX_NAME = 200
+_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can be a datafix's description: one line of printable characters
+    (no newline, tab or other control character), at most ``MAX_NAME``, with a letter or
+    digit for the file name. Quotes, backslashes and any other printable text are fine: the
+    file holds the name as a Python literal."""
+    if not isinstance(name, str) or not name.strip():
+        raise ScriptError("the datafix name is empty: give a short description, e.g. "
+                          "`procctl datafix new \"fill parent key\"`")
+    if not name.isprintable():
+        bad = next(c for c in name if not c.isprintable())
+        raise ScriptError(f"datafix name {name!r} contains the character {bad!r}: give one line of "
+                          "printable text (no newline, tab or other control character)")
+    if len(name) > MAX_NAME:
+        raise ScriptError(f"datafix name is {len(name)} characters long: give at most {MAX_NAME} "
+                          "(say the rest in the file's docstring)")
+    slug(name)
+    return name
+
+
 def slug(name: str) -> str:
+    """The file name part of ``name``: lower-case ASCII letters and digits joined by ``_``
+    (at most 60), so no separator, dot or other character reaches the path."""
     text = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     if not text:
-        raise ScriptError(f"datafix name {name!r} has no letters or digits")
-    return text[:60]
+        raise ScriptError(f"datafix name {name!r} has no ASCII letters or digits for the file name: "
+                          "add some (e.g. `backfill owner`)")
+    return text[:60].rstrip("_")
+
+
+def _docstring_text(value: str) -> str:
+    """``value`` escaped for the inside of a ``\"\"\"...\"\"\"`` string: it reads back as ``value``."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def render(name: str, revision: str, when: str) -> str:
+    """The template filled in, in one pass: ``description`` and ``revision`` as ``repr()``
+    literals, the docstring's title escaped; the result is compiled, and its ``revision``
+    and ``description`` read back exactly (``ast.literal_eval``), or ``ScriptError``."""
+    values = {"revision": repr(revision), "description": repr(name), "title": _docstring_text(name),
+              "date": when}
+    text = _PLACEHOLDER.sub(lambda m: values[m.group(1)], TEMPLATE.read_text(encoding="utf-8"))
+    try:
+        tree = ast.parse(text, filename=TEMPLATE.name)
+        compile(tree, TEMPLATE.name, "exec")
+    except SyntaxError as exc:
+        raise ScriptError(f"datafix name {name!r} does not give a valid file ({exc.msg}): "
+                          "choose another name") from None
+    assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+                if isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id in ("revision", "description")}
+    if assigned != {"revision": revision, "description": name} or ast.get_docstring(tree, clean=False) \
+            .splitlines()[0] != name:
+        raise ScriptError(f"datafix name {name!r} does not read back from the generated file: "
+                          "choose another name")
+    return text
 
 
 def create(name: str, versions=None, *, sequence: str = PROC, now: datetime | None = None) -> Path:
-    """Write the next datafix file of ``sequence`` from the template and return its path."""
+    """Write the next datafix file of ``sequence`` from the template and return its path.
+
+    The name is checked (``check_name``) and becomes ``description`` exactly, as a Python
+    literal; the file is compiled before it is written, never over an existing file, and
+    always inside the sequence's directory. Nothing of the name is ever run.
+    """
+    name = check_name(name)
     title = slug(name)
     found = {seq.name: seq for seq in sequences(versions)}
     if sequence not in found:
@@ -240,9 +321,16 @@ def create(name: str, versions=None, *, sequence: str = PROC, now: datetime | No
     seq = found[sequence]
     revision = f"{(seq.scripts[-1].order if seq.scripts else 0) + 1:04d}"
     path = seq.directory / f"{revision}_{title}.py"
+    if path.resolve().parent != seq.directory.resolve():
+        raise ScriptError(f"datafix name {name!r} gives the path {path}, outside {seq.directory}")
     when = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M:%S UTC")
-    text = TEMPLATE.read_text(encoding="utf-8")
-    for key, value in (("revision", revision), ("description", name.strip()), ("date", when)):
-        text = text.replace("${" + key + "}", value)
-    path.write_text(text, encoding="utf-8")
+    text = render(name, revision, when)
+    try:
+        with open(path, "x", encoding="utf-8") as out:
+            out.write(text)
+    except FileExistsError:
+        raise ScriptError(f"{path} already exists: remove it or choose another name") from None
+    except OSError as exc:
+        raise ScriptError(f"cannot write {path}: {exc.strerror or exc}; remove what is there or "
+                          "choose another name") from None
     return path

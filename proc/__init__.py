@@ -16,7 +16,7 @@ from .exceptions import (
     UnknownKind,
 )
 from .process import process
-from .settings import KindSettings
+from .config import KindSettings
 from .status import COMPLETED, NOT_PROCESSING, PROCESSING, ProcessStatus
 
 __all__ = [

@@ -6,14 +6,15 @@ import time
 from mongoengine import (
     DateTimeField,
     DictField,
-    FloatField,
     Document,
     IntField,
     ListField,
     StringField,
 )
 
-from . import db, dispatch, heartbeat, machine, registry
+from . import machine, registry
+from .run import dispatch, heartbeat
+from .store import db
 from .exceptions import IllegalTransition
 from .machine import Attempt
 from .status import COMPLETED, PROCESSING, VALUES, ProcessStatus
@@ -21,7 +22,7 @@ from .timeutil import age_seconds, format_age, utcnow
 
 #: Fields only the state machine writes once a document is saved.
 MACHINE_FIELDS = frozenset({"process_status", "attempt", "history", "last_status_change", "complete_time",
-                            "phases", "phases_draw"})
+                            "phases"})
 
 
 class Proc(Document):
@@ -40,7 +41,7 @@ class Proc(Document):
             ("process_status", "deadline"),
             {"fields": ("parent_key", "process_status"), "sparse": True},
             ("-last_status_change", "-_id"),  # /api/procs: newest first, cursor paging
-            ("process_status", "complete_time"),  # proc.timings: the processes ended in a window
+            ("process_status", "complete_time"),  # proc.monitor.timings: the processes ended in a window
         ],
     }
 
@@ -56,13 +57,18 @@ class Proc(Document):
     """The Celery pool that claimed the attempt (prefork, threads, solo, ...)."""
     worker_pid = IntField()
     """The pid of the process that runs the attempt's method."""
+    worker_pid_start = IntField()
+    """When that process started (clock ticks since boot): a reused pid is not taken for it."""
     attempt = IntField(default=0, min_value=0)
+    """The fencing token: 1, 2, ... grows with every new attempt, and every status write is
+    conditional on it. Hand ``self.attempt`` to side effects outside proc (a file name, a row
+    version, an idempotency key) and let them refuse a smaller one: a copy that was cut off
+    (its lease lost) or paused and then resumed can change nothing there either."""
     create_time = DateTimeField(default=utcnow)
     last_status_change = DateTimeField(default=utcnow)
     complete_time = DateTimeField()
     phases = DictField()
-    """Seconds the last ended attempt spent held, queued, run and waiting (``proc.phases``)."""
-    phases_draw = FloatField()
+    """Seconds the last ended attempt spent held, queued, run and waiting (``proc.machine.phases``)."""
     heartbeat = DateTimeField()
     deadline = DateTimeField()
     history = ListField(DictField())
@@ -75,7 +81,7 @@ class Proc(Document):
     @classmethod
     def _get_collection(cls):
         """The collection on this process's connection: connects on first use (``MONGODB_URI``)
-        and anew in a process forked from the one that connected (``proc.db``)."""
+        and anew in a process forked from the one that connected (``proc.store.db``)."""
         db.database()
         return super()._get_collection()
 
@@ -107,7 +113,7 @@ class Proc(Document):
             if touched:
                 raise IllegalTransition(
                     f"{', '.join(sorted(touched))} of a saved {type(self).__name__} change only "
-                    "through the state machine (call a process method, or use proc.admin "
+                    "through the state machine (call a process method, or use proc.ops.admin "
                     "reset/redispatch/cancel)"
                 )
         return super().save(*args, **kwargs)
@@ -115,8 +121,8 @@ class Proc(Document):
     def reload_status(self) -> "Proc":
         """Re-read the machine-owned and progress fields from the database."""
         return self.reload(*MACHINE_FIELDS, "current_process", "current_process_step", "errors",
-                           "warnings", "celery_task_id", "worker_hostname", "worker_pool", "worker_pid", "heartbeat",
-                           "deadline", "child_collections")
+                           "warnings", "celery_task_id", "worker_hostname", "worker_pool", "worker_pid",
+                           "worker_pid_start", "heartbeat", "deadline", "child_collections")
 
     def _apply_raw(self, raw: dict) -> None:
         """Take the values a status write returned (raw MongoDB fields), without marking changes."""
@@ -146,7 +152,7 @@ class Proc(Document):
         the worker it asks the heartbeat (no database read); elsewhere it reads the document."""
         beat = heartbeat.current()
         if beat is not None and beat.attempt.id == self.pk and beat.attempt.number == self.attempt:
-            return beat.cancelled is not None
+            return beat.cancelled is not None or beat.lease_lost is not None
         return heartbeat.cancelled_by(Attempt.of_doc(self)) is not None
 
     def warn(self, message: str) -> None:

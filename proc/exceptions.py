@@ -34,6 +34,12 @@ class DatabaseUnavailable(ProcError):
     """
 
 
+class ClaimNotWritten(DatabaseUnavailable):
+    """A worker took a ``proc.run`` message but could not write its claim: the database did
+    not answer from this worker for ``PROC_DB_OUTAGE_TIMEOUT``. Nothing ran; the task hands
+    the message back to the broker, for a worker that can reach the database."""
+
+
 class BrokerUnavailable(ProcError):
     """The broker did not accept a message in time. The process stays PENDING."""
 
@@ -48,6 +54,12 @@ class ProcessFailure(ProcError):
     def __init__(self, *errors: str):
         super().__init__("; ".join(errors) or "process failed")
         self.errors = list(errors) or ["process failed"]
+
+
+class ProcessEndedFailure(ProcError):
+    """Raised by the Celery task ``proc.run`` after it wrote FAILURE, so that Celery (its
+    ``task-failed`` event, Flower, celery-exporter) counts the task as failed, with proc's
+    errors as the message. Its message is acknowledged like any other; Celery never retries it."""
 
 
 class ProcessHealthy(ProcError):

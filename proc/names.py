@@ -25,3 +25,15 @@ DEFAULT_QUEUE = "celery"
 
 MONITOR_QUEUE = "proc.monitor"
 """The queue of the monitor's checks and sweeps, so a process queue's depth counts processes only."""
+
+EXCHANGE = "celery"
+"""The direct exchange both queues are bound to (Celery's default: the default queue's name)."""
+
+MONITOR_ROUTING_KEY = "proc.monitor"
+"""The routing key of ``MONITOR_QUEUE`` in ``EXCHANGE``: its own, so a message another tool
+publishes to exchange ``celery`` with key ``celery`` reaches the default queue only. Until
+0.1.0 the monitor queue was bound with key ``celery`` (``LEGACY_MONITOR_ROUTING_KEY``);
+``proc.run.bindings`` removes that binding when a worker starts."""
+
+LEGACY_MONITOR_ROUTING_KEY = "celery"
+"""The routing key the monitor queue was bound with before it had its own (removed on upgrade)."""

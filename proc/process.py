@@ -8,16 +8,16 @@
     upload.process_upload("/data/x")   # PENDING -> DISPATCHED, returns at once
     upload.block_until_complete()      # ... RUNNING -> SUCCESS
 
-Arguments must be JSON-able (they travel in the Celery message and are kept on the
-document so a held or recovered process can be sent again).
+Arguments must be JSON-able and at most 64 KiB as JSON (``proc.store.caps.ARGS_BYTES``): they travel
+in the Celery message and are kept on the document so a held or recovered process can be sent
+again.
 """
 from __future__ import annotations
 
 import functools
 
-from . import dispatch
-from .dispatch import check_jsonable  # noqa: F401  (its old home; kept importable)
-from .settings import KindSettings
+from .run import dispatch
+from .config import KindSettings
 
 _SETTING_NAMES = frozenset(KindSettings.__dataclass_fields__)
 

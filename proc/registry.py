@@ -16,7 +16,7 @@ from functools import cached_property
 
 from . import config
 from .exceptions import ConfigurationError, UnknownKind
-from .settings import DEFAULTS, KindSettings
+from .config import DEFAULTS, KindSettings
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,8 @@ def kind_of(cls: type, raw: dict | None) -> Kind | None:
     """The kind of the current (or last) process of the raw document ``raw`` of ``cls``:
     None when it names no process method of ``cls`` (never called, or the method is gone)."""
     method = (raw or {}).get("current_process")
-    return kind(cls, method) if method and is_process_method(getattr(cls, method, None)) else None
+    return (kind(cls, method) if isinstance(method, str) and method
+            and is_process_method(getattr(cls, method, None)) else None)
 
 
 def forget_settings() -> None:

@@ -9,7 +9,12 @@ real MongoDB. ``check_separate_process`` refuses to start, with one clear line, 
 - the database does not answer a ping (the message names the URI, password hidden);
 - ``PROC_MODELS`` names a module that does not import;
 - ``PROC_DB_OUTAGE_TIMEOUT`` is not below every kind's ``heartbeat_timeout`` (a worker
-  riding out an outage would be declared dead by the monitor meanwhile);
+  riding out an outage would be declared dead by the monitor meanwhile), or the worker's lease
+  (``PROC_LEASE``, self-fencing) is below ``PROC_DB_OUTAGE_TIMEOUT`` or not below a kind's
+  ``heartbeat_timeout`` minus one heartbeat interval and ``PROC_CLOCK_MARGIN`` (a cut-off
+  worker's code would still run when the monitor sends the process again);
+- the Celery app asks for quorum queues (``task_default_queue_type="quorum"``), which proc
+  does not support yet (``proc.run.messaging.check_queue_type``);
 - a check the application hands in says no (``checks``): the datafix's
   ``migrations.guard.refuse_if_legacy`` refuses documents still in the old shape. The core
   never imports the datafix: each application (``celery_app``, ``procctl``, ``api.wsgi``)
@@ -17,14 +22,15 @@ real MongoDB. ``check_separate_process`` refuses to start, with one clear line, 
 
 Processes that fork (the worker's pool, gunicorn's workers) run the check in the parent
 and disconnect afterwards (``disconnect=True``): no MongoClient crosses a fork, and each
-child connects on its first use (``proc.db``).
+child connects on its first use (``proc.store.db``).
 """
 from __future__ import annotations
 
 import logging
 from typing import Callable, Iterable
 
-from . import config, db, registry
+from . import config, registry
+from .store import db
 from .exceptions import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,32 @@ def check_outage_timeout(kinds=None) -> None:
                 f"{kind.name} ({beat:g} s): a worker riding out a database outage would be taken for "
                 "dead by the monitor meanwhile. Lower PROC_DB_OUTAGE_TIMEOUT or raise that kind's "
                 "heartbeat_timeout (@process or PROC_KIND_SETTINGS)")
+    check_lease(kinds)
+
+
+def check_lease(kinds=None) -> None:
+    """The lease sits between the two promises: at least ``PROC_DB_OUTAGE_TIMEOUT`` (a restart
+    shorter than that costs nothing) and below every kind's ``heartbeat_timeout`` minus one
+    heartbeat interval and the clock margin (the code stops before the monitor re-sends)."""
+    s = config.get()
+    lease = s.effective_lease
+    if lease == 0:
+        return
+    if lease < s.db_outage_timeout:
+        raise ConfigurationError(
+            f"PROC_LEASE={lease:g} s is below PROC_DB_OUTAGE_TIMEOUT={s.db_outage_timeout:g} s: a "
+            "worker would stop its code during a database restart it is meant to ride out. Raise "
+            "PROC_LEASE (or leave it unset: it defaults to PROC_DB_OUTAGE_TIMEOUT)")
+    for kind in registry.kinds() if kinds is None else kinds:
+        beat = kind.settings.heartbeat_timeout
+        room = beat - s.heartbeat_interval - s.clock_margin
+        if lease >= room:
+            raise ConfigurationError(
+                f"the worker's lease ({lease:g} s, PROC_LEASE or PROC_DB_OUTAGE_TIMEOUT) is not below "
+                f"the heartbeat_timeout of {kind.name} ({beat:g} s) minus PROC_HEARTBEAT_INTERVAL "
+                f"({s.heartbeat_interval:g} s) and PROC_CLOCK_MARGIN ({s.clock_margin:g} s) = {room:g} s: a "
+                "cut-off worker's code could still run when the monitor sends the process again. "
+                "Lower PROC_LEASE / PROC_DB_OUTAGE_TIMEOUT or raise that kind's heartbeat_timeout")
 
 
 Check = Callable[[str], None]
@@ -65,6 +97,9 @@ def check_separate_process(what: str, *, checks: Iterable[Check] = (), disconnec
     ``disconnect=True`` closes the connection afterwards, for a process about to fork.
     """
     require_real_database(what)
+    from .run import messaging
+
+    messaging.check_queue_type(messaging.get_app())  # configuration alone: before any connection
     db.connect()
     try:
         db.ping()
@@ -78,5 +113,9 @@ def check_separate_process(what: str, *, checks: Iterable[Check] = (), disconnec
 
 
 def check_worker_can_start(checks: Iterable[Check] = ()) -> None:
-    """Run in the worker's main process before it forks its pool."""
+    """Run in the worker's main process before it forks its pool. The worker then records that
+    it is alive for the view of many hosts (``proc.run.presence``)."""
     check_separate_process("A Celery worker", checks=checks, disconnect=True)
+    from .run import presence
+
+    presence.enable()

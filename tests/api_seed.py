@@ -13,7 +13,7 @@ from proc.demo.models import Entry, Precheck, Project, Upload
 from proc.status import ProcessStatus as S
 from proc.timeutil import utcnow
 
-TOKEN = "t0ken-for-tests"
+TOKEN = "t0ken-for-tests-0123456789abcdefghij"
 
 REQUIRED = {
     Precheck: lambda i: {"project_id": "p1", "check": f"check-{i}"},

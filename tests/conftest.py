@@ -15,6 +15,7 @@ test process itself, found still alive fails the run).
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -26,8 +27,11 @@ from pathlib import Path
 import pytest
 
 import support
-from proc import messaging, config, db, heartbeat, machine, registry
-from support import RedisServer, SecantusServer, make_test_app, redis_answers, require  # noqa: F401
+from proc import config, machine, registry
+from proc.run import checks, heartbeat, messaging
+from proc.machine import tally
+from proc.store import db
+from support import RabbitMQServer, RedisServer, SecantusServer, make_test_app, redis_answers, require  # noqa: F401
 
 #: Every process started during this run inherits it (see ``pytest_sessionfinish``).
 SESSION_MARKER = f"PROC_TEST_SESSION={uuid.uuid4().hex}"
@@ -109,13 +113,15 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.fixture(autouse=True)
 def database():
     """An empty database for every test (and the default settings): the embedded one, or a
-    fresh database on the real server, dropped afterwards."""
+    fresh database on the real server, dropped afterwards; and an empty in-process broker."""
+    tally.discard()  # before the next database: nothing counted for the last test lands in it
     config.reset()
     name = "proc_test" if not support.real_tier() else f"proc_test_{os.getpid()}_{next(_numbers)}"
     uri = support.database_uri(name)
     config.configure(mongodb_uri=uri, heartbeat_interval=0.2, check_bucket=0.5, cancel_grace=0.5)
     registry.forget_settings()
-    messaging.forget_claims()
+    checks.forget_claims()
+    support.empty_memory_broker()
     database = db.connect(uri)
     registry.load_models()
     if not support.real_tier():
@@ -159,7 +165,9 @@ def database_uri(database):
 
 @pytest.fixture(scope="session")
 def redis_url():
-    """A real Redis: CELERY_BROKER_URL, else 127.0.0.1:6379, else a private redis-server."""
+    """A real Redis: CELERY_BROKER_URL, else a database of its own on 127.0.0.1:6379 (so
+    processes started with this URL never take the messages of another run, or those an
+    earlier run left behind), else a private redis-server."""
     configured = os.environ.get("CELERY_BROKER_URL", "")
     if configured.startswith("redis"):
         if not redis_answers(configured):
@@ -167,7 +175,8 @@ def redis_url():
         yield configured
         return
     if redis_answers("redis://127.0.0.1:6379/0"):
-        yield "redis://127.0.0.1:6379/0"
+        with support.own_redis_database("redis://127.0.0.1:6379") as url:
+            yield url
         return
     server = RedisServer()
     server.start()
@@ -175,6 +184,52 @@ def redis_url():
         yield server.url
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def private_redis():
+    """A redis-server of this module's own, for tests that stop it, fill it or need a
+    broker no other worker consumes from."""
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def private_rabbitmq():
+    """A rabbitmq-server node of this module's own, for tests that alarm it or fill its queues."""
+    server = RabbitMQServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server():
+    """A private rabbitmq-server shared by the tests that do not stop, restart or alarm it
+    (about 5 s to start, once per run, when a test first asks for it). Tests that do start
+    their own ``RabbitMQServer``. Missing: a skip, a failure with CI=true."""
+    server = RabbitMQServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def rabbitmq_url(request):
+    """An AMQP broker for a non-destructive test: CELERY_BROKER_URL when it names one, else a
+    virtual host of its own on the run's private rabbitmq-server (fixed queue names never meet
+    another test's), removed afterwards."""
+    configured = os.environ.get("CELERY_BROKER_URL", "")
+    if messaging.is_amqp(configured):
+        if not support.rabbitmq_answers(configured):
+            require(f"CELERY_BROKER_URL={configured} does not answer")
+        yield configured
+        return
+    server = request.getfixturevalue("rabbitmq_server")
+    vhost = f"t{uuid.uuid4().hex[:10]}"
+    server.ctl("add_vhost", vhost)
+    server.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"amqp://guest:guest@127.0.0.1:{server.port}/{vhost}"
+    server.ctl("delete_vhost", vhost, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -194,7 +249,7 @@ class SessionWorker:
         self.worker = None
 
     def ensure(self):
-        from proc.inprocess import in_process_worker
+        from proc.run.inprocess import in_process_worker
 
         if self.worker is None or not self.worker.running:
             self.close()
@@ -239,6 +294,21 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 @pytest.fixture
 def browser():
     """Headless Chromium (Debian's chromium and chromium-driver) driven by selenium."""
+    with chromium() as driver:
+        yield driver
+
+
+@pytest.fixture
+def browser_with():
+    """``browser_with(*args)``: a headless Chromium with extra command-line arguments
+    (e.g. ``--host-resolver-rules=...``), quit after the test."""
+    stack = contextlib.ExitStack()
+    yield lambda *args: stack.enter_context(chromium(*args))
+    stack.close()
+
+
+@contextlib.contextmanager
+def chromium(*extra: str):
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -252,7 +322,7 @@ def browser():
     options.binary_location = CHROMIUM
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1200"):
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1200", *extra):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)

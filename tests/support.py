@@ -1,8 +1,10 @@
 """Helpers for tests: waiting on conditions with a deadline, private redis servers."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -89,6 +91,54 @@ def redis_answers(url: str) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def own_redis_database(server: str):
+    """``server/N``: a numbered database of the shared Redis that no other test run holds,
+    claimed for this run and emptied when it ends. Test processes started with this URL
+    (``celery -A celery_app worker``, ``procctl``) then see only this run's messages: on a
+    shared database they took messages other runs published or left behind, and spent
+    their time on them first. ``require`` (a failure with CI=true) when all are taken."""
+    import redis
+
+    marker, me = "proc-test-run", f"{socket.gethostname()} {os.getpid()}"
+    count = int(redis.Redis.from_url(f"{server}/0").config_get("databases").get("databases", 16))
+    for number in range(1, count):
+        client = redis.Redis.from_url(f"{server}/{number}", socket_timeout=5)
+        if _left_by_a_dead_run(client.get(marker)):  # a run killed before it could empty it
+            client.flushdb()
+        # Claimed only if it holds nothing at all: a database in use by anything else is left be.
+        if client.dbsize() == 0 and client.set(marker, me, nx=True):
+            break
+    else:
+        require(f"every numbered database of {server} holds keys: no Redis database of its own "
+                f"for this test run (set CELERY_BROKER_URL, or empty one with FLUSHDB)")
+    try:
+        yield f"{server}/{number}"
+    finally:
+        client.flushdb()
+
+
+def _left_by_a_dead_run(claim: bytes | None) -> bool:
+    """Whether ``claim`` (the marker of ``own_redis_database``) names a test run of this machine
+    whose process no longer runs; a claim from another machine is never judged here."""
+    if claim is None:
+        return False
+    host, _, pid = claim.decode(errors="replace").rpartition(" ")
+    return host == socket.gethostname() and pid.isdigit() and not alive(int(pid))
+
+
+def empty_memory_broker() -> None:
+    """Drop every message of the in-process broker (``memory://``, the default without a
+    broker URL): its queues live as long as the test process, so a message an earlier test
+    published (a redispatch, a deadline's check) would otherwise change what a later test
+    sees of the queues ("queue 'celery' empty")."""
+    from kombu.transport import memory
+
+    for queue in list(memory.Channel.queues.values()):
+        with queue.mutex:
+            queue.queue.clear()
+
+
 # -- the real-server tier -------------------------------------------------------------------
 
 #: Set by conftest for the session: the MongoDB server of this run (None: the embedded one).
@@ -122,6 +172,10 @@ def require_real_server(reason: str = "needs a real MongoDB server (run with --r
 started: list[subprocess.Popen] = []
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS_DIR = os.path.join(PROJECT_DIR, "tests")
+MODELS_DIR = os.path.join(TESTS_DIR, "models")
+"""The tests' Proc subclasses (``PROC_MODELS=e2e_models`` and the like): a process a test starts
+finds them with ``PYTHONPATH=MODELS_DIR``."""
 ARTIFACTS = os.path.join(PROJECT_DIR, "artifacts")
 """Where the browser tests save their screenshots (docs/images/ holds copies)."""
 
@@ -165,6 +219,23 @@ def venv_bin(name: str) -> str:
 
     candidate = os.path.join(os.path.dirname(sys.executable), name)
     return candidate if os.path.exists(candidate) else (shutil.which(name) or name)
+
+
+def read_log(path: str) -> str:
+    """The text a process has written to its log file so far ("" before it made the file)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def said(name: str, proc: subprocess.Popen, log: str, text: str) -> bool:
+    """Whether process ``name`` wrote ``text`` to its ``log`` yet; fails the test with the
+    log's tail if it exited instead (a wait on a process that died would last its timeout)."""
+    if proc.poll() is not None:
+        pytest.fail(f"{name} exited with {proc.returncode}:\n{read_log(log)[-3000:]}")
+    return text in read_log(log)
 
 
 def spawn(args, *, env: dict | None = None, log: str | None = None, cwd: str | None = None,
@@ -325,7 +396,10 @@ class SecantusServer:
         self.process = None
 
     def cleanup(self) -> None:
-        self.stop()
+        """Kill the server (its data is not kept: a clean stop takes 2 s) and remove its own directory."""
+        if self.process is not None:
+            stop(self.process, signal.SIGKILL)
+        self.process = None
         if self.own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -394,7 +468,8 @@ def make_test_app(broker_url: str, **overrides):
     so concurrent test runs sharing one Redis never take each other's messages."""
     import uuid
 
-    from proc import messaging, config
+    from proc import config
+    from proc.run import messaging
 
     settings = config.get()
     app = messaging.make_app(config.Settings(**{**settings.__dict__, "broker_url": broker_url,
@@ -406,6 +481,26 @@ def make_test_app(broker_url: str, **overrides):
     return app
 
 
+@contextlib.contextmanager
+def fault_models_app(broker_url: str, **overrides):
+    """The app the fault tests send through: on ``broker_url`` (a private server), the
+    fault models loaded, their counters reset, and the app current for the block."""
+    import fault_models as fm
+    from proc import registry
+    from proc.run import messaging
+
+    registry.load_models(["fault_models"])
+    fm.reset()
+    app = make_test_app(broker_url, **overrides)
+    messaging.set_app(app)
+    try:
+        yield app
+    finally:
+        fm.reset()
+        messaging.set_app(None)
+        app.close()
+
+
 class CommandCounter:
     """Counts the operations that reach the database, as ``(operation, collection)``.
 
@@ -413,6 +508,11 @@ class CommandCounter:
     trips); on the embedded database, which sends none, mongomock's collection methods are
     counted instead. Operation names are pymongo's method names on both tiers
     (``count_documents`` travels as an ``aggregate`` with a ``$group`` counter).
+
+    Only the operations of the thread that made the counter are counted: the session worker
+    and the heartbeat thread run in this process too, and a message an earlier test left
+    behind may run on this test's database meanwhile (one real-tier run counted a stray
+    ``find`` on ``precheck`` in the middle of a bulk request's round trips).
     """
 
     METHODS = ("aggregate", "find", "find_one", "count_documents", "find_one_and_update", "update_one",
@@ -420,8 +520,9 @@ class CommandCounter:
 
     def __init__(self, monkeypatch):
         self.calls: list[tuple[str, str]] = []
+        self.thread = threading.get_ident()
         if real_tier():
-            monkeypatch.setattr(_listener, "sinks", [self.calls])
+            monkeypatch.setattr(_listener, "sinks", [self])
             return
         import mongomock_ng.collection as mc
 
@@ -429,10 +530,14 @@ class CommandCounter:
             original = getattr(mc.Collection, name)
 
             def wrapper(coll, *args, _original=original, _name=name, **kwargs):
-                self.calls.append((_name, coll.name))
+                self.record(_name, coll.name)
                 return _original(coll, *args, **kwargs)
 
             monkeypatch.setattr(mc.Collection, name, wrapper)
+
+    def record(self, operation: str, collection: str) -> None:
+        if threading.get_ident() == self.thread:
+            self.calls.append((operation, collection))
 
 
 def _operation(command_name: str, command) -> str | None:
@@ -453,17 +558,21 @@ class _Listener:
     """A process-wide pymongo command listener feeding the counters of the running test."""
 
     def __init__(self):
-        self.sinks: list[list] = []
+        self.sinks: list[CommandCounter] = []
+        self.raw: list[list] = []
+        """Lists receiving ``(command name, command document)`` of every command sent."""
 
     def started(self, event):
+        for sink in self.raw:
+            sink.append((event.command_name, dict(event.command)))
         if not self.sinks:
             return
         name = _operation(event.command_name, event.command)
         if name is None:
             return
         collection = event.command.get(event.command_name)
-        for sink in self.sinks:
-            sink.append((name, collection if isinstance(collection, str) else ""))
+        for counter in self.sinks:
+            counter.record(name, collection if isinstance(collection, str) else "")
 
     def succeeded(self, event):
         pass
@@ -473,6 +582,17 @@ class _Listener:
 
 
 _listener = _Listener()
+
+
+@contextlib.contextmanager
+def commands_sent():
+    """The ``(name, command)`` of every command sent to the real server while inside."""
+    sink: list = []
+    _listener.raw.append(sink)
+    try:
+        yield sink
+    finally:
+        _listener.raw.remove(sink)
 
 
 def install_command_listener() -> None:
@@ -492,8 +612,142 @@ def install_command_listener() -> None:
 
 def make_flask_app(token: str | None = None, *, inspect_timeout: float = 0.3, **config):
     """The Flask app of ``api.create_app`` as every test builds it: testing mode, a short
-    inspect timeout, ``token`` as ``PROC_API_TOKEN`` (None: no token), and ``config``."""
+    inspect timeout, ``token`` as ``PROC_API_TOKEN`` (None: no token), the page's data and
+    ``/metrics`` computed on every request (tests of the sharing set ``PROC_PAGE_SECONDS`` and
+    ``PROC_METRICS_SECONDS``), and ``config``."""
     from api import create_app
 
     return create_app({"TESTING": True, "PROC_INSPECT_TIMEOUT": inspect_timeout,
-                       "PROC_API_TOKEN": token, **config})
+                       "PROC_API_TOKEN": token, "PROC_PAGE_SECONDS": 0, "PROC_METRICS_SECONDS": 0, **config})
+
+
+# -- RabbitMQ ---------------------------------------------------------------------------------
+
+RABBITMQ_LIB = "/usr/lib/rabbitmq/bin"
+"""Debian's rabbitmq-server package puts the real scripts here; those in /usr/sbin switch to the
+``rabbitmq`` user (dropping the environment that makes a node private) when run as root."""
+
+
+def rabbitmq_binary(name: str) -> str | None:
+    path = os.path.join(RABBITMQ_LIB, name)
+    return path if os.access(path, os.X_OK) else shutil.which(name)
+
+
+class RabbitMQServer:
+    """A private rabbitmq-server: its own node name (``proc-test-<pid>-<n>@localhost``), free
+    AMQP and distribution ports, its own data, log and config, no plugins (no management).
+    ``ctl(...)`` runs ``rabbitmqctl -n <node>`` with the node's own Erlang cookie (``HOME``
+    is the node's directory, for the server and the CLI alike). Starting takes about 5 s.
+
+    ``consumer_timeout`` (ms) goes into its config file; ``tick_interval`` (ms) is how often a
+    channel checks it (``channel_tick_interval`` in its advanced config; RabbitMQ's default is
+    60000, so a delivery held past the timeout is caught up to a minute late). ``stop()`` keeps
+    its data for a restart (messages of durable queues survive), ``start(fresh=True)`` wipes
+    it first."""
+
+    _count = 0
+
+    def __init__(self, *, consumer_timeout: int | None = None, tick_interval: int | None = None):
+        RabbitMQServer._count += 1
+        self.tick_interval = tick_interval
+        self.server = rabbitmq_binary("rabbitmq-server")
+        self.ctl_binary = rabbitmq_binary("rabbitmqctl")
+        self.port, self.dist_port = free_port(), free_port()
+        while self.dist_port == self.port:
+            self.dist_port = free_port()
+        self.node = f"proc-test-{os.getpid()}-{RabbitMQServer._count}@localhost"
+        self.dir = tempfile.mkdtemp(prefix="proc-rabbitmq-")
+        self.consumer_timeout = consumer_timeout
+        self.process: subprocess.Popen | None = None
+        self.log = os.path.join(self.dir, "server.log")
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    @property
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update({
+            "HOME": self.dir, "RABBITMQ_NODENAME": self.node, "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": os.path.join(self.dir, "mnesia"),
+            "RABBITMQ_LOG_BASE": os.path.join(self.dir, "log"),
+            "RABBITMQ_CONFIG_FILE": os.path.join(self.dir, "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": os.path.join(self.dir, "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(self.dir, "enabled_plugins"),
+            "RABBITMQ_PID_FILE": os.path.join(self.dir, "rabbitmq.pid"),
+        })
+        return env
+
+    def start(self, *, fresh: bool = False, timeout: float = 60) -> "RabbitMQServer":
+        if not self.server or not self.ctl_binary:
+            require("rabbitmq-server is not installed (run scripts/install-system-deps)")
+        if fresh:
+            shutil.rmtree(os.path.join(self.dir, "mnesia"), ignore_errors=True)
+        with open(os.path.join(self.dir, "rabbitmq.conf"), "w") as f:
+            f.write(f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n")
+            if self.consumer_timeout is not None:
+                f.write(f"consumer_timeout = {int(self.consumer_timeout)}\n")
+        with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
+            f.write("[].\n")
+        with open(os.path.join(self.dir, "advanced.config"), "w") as f:
+            ticks = f"{{channel_tick_interval, {int(self.tick_interval)}}}" if self.tick_interval else ""
+            f.write(f"[{{rabbit, [{ticks}]}}].\n")
+        self.process = spawn([self.server], env=self.env, log=self.log, cwd=self.dir)
+        wait_for(self.answers, timeout=timeout, interval=0.1,
+                 message=f"rabbitmq-server {self.node} on port {self.port} (log: {self.log})")
+        return self
+
+    def answers(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            with open(self.log, errors="replace") as f:
+                tail = f.read()[-2000:]
+            pytest.fail(f"rabbitmq-server {self.node} exited with {self.process.returncode}:\n{tail}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"AMQP\x00\x00\x09\x01")
+                s.settimeout(2)
+                return s.recv(1) == b"\x01"  # connection.start: a method frame
+        except OSError:
+            return False
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([self.ctl_binary, "-n", self.node, *args], env=self.env, capture_output=True,
+                                text=True, timeout=60, cwd=self.dir)
+        if check and result.returncode != 0:
+            pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()[-1000:]}")
+        return result
+
+    def stop(self) -> None:
+        """Stop the node (SIGTERM to its process group, the script and the Erlang VM: a clean
+        shutdown, its data kept; SIGKILL after 60 s)."""
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                kill_group(self.process)
+                self.process.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        if self.process is not None:
+            kill_group(self.process)  # anything of the group still there
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def rabbitmq_answers(url: str, timeout: float = 2.0) -> bool:
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=timeout) as conn:
+            conn.ensure_connection(max_retries=0, timeout=timeout)
+        return True
+    except Exception:
+        return False

@@ -9,7 +9,9 @@ FAILURE), and often an old ``process_status`` (CALLED, RUNNING, COMPLETED or nul
 
 upgrade: ``process_status`` from ``tasks_status`` (CREATED -> READY, SUCCESS -> SUCCESS,
 FAILURE -> FAILURE; with ``--include-processing`` PENDING/RUNNING -> FAILURE plus an error
-saying the run was interrupted by the upgrade), ``current_process_step`` = ``current_task``,
+saying the run was interrupted by the upgrade, appended to ``errors``; an ``errors`` that is
+not an array, e.g. a string, is kept as the list's first element), ``current_process_step``
+= ``current_task``,
 the three old fields removed, every other field kept. Without ``--include-processing`` a
 PENDING/RUNNING document stops the run before anything is written. Documents whose
 ``tasks_status`` is unknown, of the wrong type or missing are reported and left alone.
@@ -73,6 +75,10 @@ def _switch(field: str, mapping: dict, default) -> dict:
 
 
 _is_processing = {"$in": ["$tasks_status", list(OLD_PROCESSING)]}
+#: ``errors`` as a list: itself when an array, [] when missing or null, else ``[errors]``
+#: (a string written where a list belongs keeps its message; nothing is dropped).
+_errors_list = {"$cond": [{"$isArray": "$errors"}, "$errors",
+                          {"$cond": [{"$eq": [{"$ifNull": ["$errors", None]}, None]}, [], ["$errors"]]}]}
 UPGRADE_PIPELINE = [
     {"$set": {
         "process_status": _switch("tasks_status",
@@ -81,8 +87,7 @@ UPGRADE_PIPELINE = [
         "current_process_step": {"$ifNull": ["$current_task", None]},
         # a missing errors field stays missing: "$errors" of a missing field sets nothing
         "errors": {"$cond": [_is_processing,
-                             {"$concatArrays": [{"$ifNull": ["$errors", []]},
-                                                [{"$literal": INTERRUPTED}]]},
+                             {"$concatArrays": [_errors_list, [{"$literal": INTERRUPTED}]]},
                              "$errors"]},
     }},
     {"$unset": list(LEGACY_FIELDS)},
@@ -100,8 +105,12 @@ DOWNGRADE_PIPELINE = [
 
 ROWS = {f"tasks_status {old} -> process_status {new}": {"tasks_status": old}
         for old, new in IDLE_MAP.items()}
-PROCESSING_ROWS = {f"tasks_status {old} (still processing) -> FAILURE, error added":
-                   {"tasks_status": old} for old in OLD_PROCESSING}
+PROCESSING_ROWS = {
+    **{f"tasks_status {old} (still processing) -> FAILURE, error added": {"tasks_status": old}
+       for old in OLD_PROCESSING},
+    "tasks_status PENDING or RUNNING, errors not an array -> errors [its value, error added]":
+        {"$and": [PROCESSING, {"errors": {"$exists": True, "$ne": None, "$not": {"$type": "array"}}}]},
+}
 INVERSE_ROWS = {f"process_status {new} -> tasks_status {TO_TASKS_STATUS[new]}": {"process_status": new}
                 for new in NEW_VALUES}
 
@@ -113,7 +122,9 @@ def migrated(before: dict) -> dict:
     after["process_status"] = IDLE_MAP.get(old, "FAILURE")
     after["current_process_step"] = before.get("current_task")
     if old in OLD_PROCESSING:
-        after["errors"] = [*(before.get("errors") or []), INTERRUPTED]
+        errors = before.get("errors")
+        listed = errors if isinstance(errors, list) else [] if errors is None else [errors]
+        after["errors"] = [*listed, INTERRUPTED]
     return after
 
 

@@ -10,7 +10,8 @@ import click
 
 from migrations.cli import datafix
 
-from .. import config, db
+from .. import config
+from ..store import db
 from ..exceptions import ConfigurationError, DatabaseUnavailable
 from . import admin, demo, monitor, serve, shell, standalone, worker
 

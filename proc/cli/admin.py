@@ -10,18 +10,21 @@ import getpass
 
 import click
 
-from .. import admin as actions, db, registry
+from .. import registry
+from ..ops import admin as single
+from ..ops.filters import parse_id
+from ..store import db
 from . import bulk as bulk_options
-from ..admin import parse_id
 from ..exceptions import IllegalTransition, ProcError, ProcessHealthy, TransitionConflict, UnknownKind
 
 
-def actor() -> str:
+def actor(where: str = "cli") -> str:
+    """Who an operator's action is recorded as: ``<where>:<login name>`` (``getpass``)."""
     try:
         user = getpass.getuser()
     except Exception:  # no login name (some containers)
         user = "unknown"
-    return f"cli:{user}"
+    return f"{where}:{user}"
 
 
 @click.group()
@@ -45,9 +48,9 @@ def _run(action, collection: str, id_text: str, **kwargs) -> None:
         done = action(collection, pk, by=actor(), **kwargs)
     except (LookupError, ProcessHealthy, IllegalTransition, TransitionConflict, ProcError) as exc:
         raise click.ClickException(str(exc)) from None
-    after = done.after if isinstance(done, actions.Cancelled) else done
+    after = done.after
     click.echo(f"{collection}/{id_text}: {after['process_status']} (attempt {after['attempt']})")
-    for plan in getattr(done, "stops", []):
+    for plan in done.stops:
         click.echo(f"  terminate {plan.collection}/{plan.id} attempt {plan.attempt}: {plan.outcome}: {plan.detail}")
 
 
@@ -67,12 +70,13 @@ def _add(name: str, action, help: str, *, force: bool) -> None:
         if bulk_options.wanted(given):
             if collection or id:
                 raise click.UsageError("give either COLLECTION ID or filter options (--status, --kind, "
-                                       "--older-than, --newer-than, -q), not both")
+                                       "--older-than, --newer-than, -q, --all), not both")
             bulk_options.run(name, given, by=actor(), **options)
             return
         if not (collection and id) or given["dry_run"]:
             raise click.UsageError("give COLLECTION ID of one process, or filter options (--status, "
-                                   "--kind, --older-than, --newer-than, -q) for every process they match"
+                                   "--kind, --older-than, --newer-than, -q) for every process they match, "
+                                   "or --all for every process"
                                    + ("; --dry-run goes with filter options" if given["dry_run"] else ""))
         _run(action, collection, id, **options)
 
@@ -81,7 +85,7 @@ def _add(name: str, action, help: str, *, force: bool) -> None:
         "and asks first, unless --yes).")))
 
 
-_add("reset", actions.reset, "Put a stuck or failed process back to READY.", force=True)
-_add("redispatch", actions.redispatch, "Send a stuck or failed process again, as a new attempt.", force=True)
-_add("cancel", actions.cancel_process, 'End a pending or running process as FAILURE "cancelled" and revoke its '
+_add("reset", single.reset, "Put a stuck or failed process back to READY.", force=True)
+_add("redispatch", single.redispatch, "Send a stuck or failed process again, as a new attempt.", force=True)
+_add("cancel", single.cancel, 'End a pending or running process as FAILURE "cancelled" and revoke its '
      "Celery task.", force=False)

@@ -1,7 +1,9 @@
 """The filter options of ``procctl admin reset | redispatch | cancel``: the bulk form.
 
 ``--status`` (repeatable, or comma-separated), ``--kind``, ``--older-than``, ``--newer-than``
-and ``-q`` select processes (``proc.filters``); ``--dry-run`` shows what would change,
+and ``-q`` select processes (``proc.ops.filters``); ``--all`` (alone) selects every process, as
+``{"all": true}`` does in the API (``bulk.parse_filter``): no filter at all is never every
+process. ``--dry-run`` shows what would change,
 ``--yes`` skips the question. Without ``--yes`` the dry run's count is shown and the
 operator asked (``click.confirm``); a refusal changes nothing. A malformed filter or a
 filter matching more than ``PROC_BULK_LIMIT`` exits 2, having written nothing.
@@ -10,11 +12,12 @@ from __future__ import annotations
 
 import click
 
-from .. import bulk, db, registry
-from ..filters import FilterError, from_options
+from .. import registry
+from ..ops import bulk
+from ..store import db
 
 SHOWN = 20
-FILTER_NAMES = ("status", "kind", "older_than", "newer_than", "q")
+FILTER_NAMES = ("status", "kind", "older_than", "newer_than", "q", "all")
 OPTION_NAMES = FILTER_NAMES + ("dry_run", "yes")
 
 
@@ -28,6 +31,8 @@ def options() -> list[click.Option]:
         click.Option(["--newer-than"], metavar="DURATION", help="Last status change within this."),
         click.Option(["-q", "q"], metavar="TEXT",
                      help="Text in the step or the errors (case-insensitive, plain text)."),
+        click.Option(["--all", "all"], is_flag=True,
+                     help="Act on every process (alone: a filter option selects by itself)."),
         click.Option(["--dry-run"], is_flag=True, help="Show what would change; change nothing."),
         click.Option(["--yes"], is_flag=True, help="Do not ask before acting on the matches."),
     ]
@@ -51,11 +56,14 @@ def run(action: str, given: dict, *, by: str, force: bool = False, **single_only
                                    "not for filter options")
     db.connect()
     registry.load_models()
+    data = {name: given[name] for name in FILTER_NAMES if given.get(name)}
+    if "status" in data:
+        data["status"] = list(data["status"])
     try:
-        chosen = from_options(status=given["status"] or (), kind=given["kind"],
-                              older_than=given["older_than"], newer_than=given["newer_than"], q=given["q"])
-    except FilterError as exc:
-        raise click.BadParameter(str(exc), param_hint=f"--{exc.field.replace('_', '-')}") from None
+        chosen = bulk.parse_filter(data)
+    except bulk.BulkError as exc:
+        raise click.BadParameter(str(exc).replace('{"all": true}', "--all"),
+                                 param_hint=f"--{exc.field.replace('_', '-')}") from None
     try:
         plan = bulk.plan(action, chosen, force=force)
     except bulk.BulkTooLarge as exc:

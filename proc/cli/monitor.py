@@ -8,7 +8,8 @@ import click
 
 from migrations import guard
 
-from .. import config, db, startup
+from .. import config, startup
+from ..store import db
 from .. import monitor as sweeper
 from ..exceptions import DatabaseUnavailable
 

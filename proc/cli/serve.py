@@ -2,12 +2,13 @@
 
 Production runs gunicorn (through its Python API, loading ``api.wsgi:app``); ``--dev``
 runs Flask's development server. Either way the server needs a real MongoDB (the
-embedded one lives inside a single process: run ``procctl demo`` for that), and it
+embedded one lives inside a single process: run ``procctl demo`` for that), its settings
+must pass ``api.settings`` (a token of at least 32 visible ASCII characters, ...), and it
 refuses to listen on anything but the loopback address while no token is configured.
+``--certfile``/``--keyfile`` serve HTTPS; without them, off loopback, it says to terminate
+TLS in front (the token would cross the network in clear).
 """
 from __future__ import annotations
-
-import ipaddress
 
 import click
 
@@ -25,12 +26,16 @@ def check_can_serve(what: str = WHAT, *, disconnect: bool = False) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    from api.guard import is_loopback_address
+
+    return host == "localhost" or (bool(host) and is_loopback_address(host))
+
+
+def check_app_settings() -> None:
+    """The app's settings (``api.settings``), checked before anything listens."""
+    from api import settings
+
+    settings.load()
 
 
 def check_bind(host: str) -> None:
@@ -38,7 +43,7 @@ def check_bind(host: str) -> None:
         raise ConfigurationError(
             f"refusing to listen on {host}: no PROC_API_TOKEN is set, so anyone who can reach this "
             "address could see every process and reset, redispatch or cancel them. Set PROC_API_TOKEN "
-            "(a long random string) or bind 127.0.0.1 (the default).")
+            "(at least 32 random characters) or bind 127.0.0.1 (the default).")
 
 
 @click.command()
@@ -50,21 +55,35 @@ def check_bind(host: str) -> None:
               help="gunicorn worker processes.")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Threads per gunicorn worker (inspect calls wait on the broker).")
-def serve(host, port, dev, workers, threads):
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False),
+              help="TLS certificate (PEM): serve HTTPS. Needs --keyfile.")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False),
+              help="TLS private key (PEM) of --certfile.")
+def serve(host, port, dev, workers, threads, certfile, keyfile):
     """Serve the check-status page, the JSON API, /healthz and /metrics (needs a real MongoDB)."""
+    if bool(certfile) != bool(keyfile):
+        raise click.UsageError("--certfile and --keyfile go together (the certificate and its key)")
+    check_app_settings()
     check_bind(host)
+    scheme = "https" if certfile else "http"
+    if not certfile and not is_loopback(host):
+        click.echo(f"warning: serving plain HTTP on {host}: the token crosses the network in clear. "
+                   "Give --certfile/--keyfile, or terminate TLS in a reverse proxy in front "
+                   "(see PROC_TRUSTED_PROXIES).", err=True)
     # gunicorn forks its workers from this process: no MongoClient may cross that fork.
     # Each worker loads api.wsgi, which checks again and connects on its own.
     check_can_serve(disconnect=not dev)
     if dev:
         from api import create_app
 
-        click.echo(f"check-status page: http://{host}:{port}/projects/admin/check-status/ (development server)")
-        create_app().run(host=host, port=port, debug=False, use_reloader=False)
+        click.echo(f"check-status page: {scheme}://{host}:{port}/projects/admin/check-status/ (development server)")
+        create_app().run(host=host, port=port, debug=False, use_reloader=False,
+                         ssl_context=(certfile, keyfile) if certfile else None)
         return
-    click.echo(f"check-status page: http://{host}:{port}/projects/admin/check-status/ "
+    click.echo(f"check-status page: {scheme}://{host}:{port}/projects/admin/check-status/ "
                f"(gunicorn, {workers} workers x {threads} threads)")
-    GunicornServer({"bind": f"{host}:{port}", "workers": workers, "threads": threads,
+    tls = {"certfile": certfile, "keyfile": keyfile} if certfile else {}
+    GunicornServer({"bind": f"{host}:{port}", "workers": workers, "threads": threads, **tls,
                     "worker_class": "gthread", "accesslog": "-", "timeout": 60,
                     # gunicorn's control socket defaults to one path per user, shared by every
                     # gunicorn on the machine (two servers would take each other's): off.

@@ -33,9 +33,11 @@ import click
 
 from migrations import guard
 
-from .. import config, db, registry, startup
+from .. import config, registry, startup
+from ..store import db
 from ..exceptions import ConfigurationError
 from ..redact import redact_url
+from .serve import check_app_settings
 from .supervise import Child, StartFailed, Supervisor, say
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -208,6 +210,7 @@ def standalone(data_dir, port, concurrency, models, shutdown_timeout):
     """Start a database, a broker, a worker, the monitor's sweep and the status page on this
     machine, and print how to join them from another terminal. Ctrl-C stops everything."""
     data_dir = os.path.abspath(data_dir or default_data_dir())
+    check_app_settings()  # its page would refuse them: say so before starting anything
     logs = os.path.join(data_dir, "logs")
     lock = take_lock(data_dir)  # noqa: F841 (held until this process exits)
     model_list = [m.strip() for m in models.split(",") if m.strip()]

@@ -8,8 +8,10 @@ import sys
 import threading
 import time
 
-from .. import messaging, config, db, machine, registry
-from ..inprocess import in_process_worker
+from .. import config, machine, registry
+from ..run import messaging
+from ..store import db
+from ..run.inprocess import in_process_worker
 from ..redact import redact_url
 from ..status import LIFECYCLE
 
