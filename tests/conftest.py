@@ -38,6 +38,7 @@ SESSION_MARKER = f"PROC_TEST_SESSION={uuid.uuid4().hex}"
 
 _server: SecantusServer | None = None
 _watchdog: support.Watchdog | None = None
+_terminal: int | None = None  # a copy of the run's stderr, which no capture of a test takes
 _numbers = itertools.count(1)
 
 
@@ -48,7 +49,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    global _server, _watchdog
+    global _server, _watchdog, _terminal
     name, _, value = SESSION_MARKER.partition("=")
     os.environ[name] = value
     config.addinivalue_line("markers", "embedded_only: tests the embedded database itself "
@@ -63,10 +64,27 @@ def pytest_configure(config):
             _server.start()
         except BaseException as exc:  # pytest.fail/skip outside a test: say it plainly
             raise pytest.UsageError(f"--real-server: could not start secantusd-py: {exc}") from None
-        _watchdog = support.Watchdog(_server).start()
+        _terminal = os.dup(2)
+        _watchdog = support.Watchdog(_server, report=_to_terminal, on_replace=_use_server).start()
         uri = _server.url
     support.REAL_SERVER_URI = uri
     support.install_command_listener()
+
+
+def _to_terminal(text: str) -> None:
+    os.write(_terminal, text.encode(errors="replace"))
+
+
+def _use_server(url: str) -> None:
+    support.REAL_SERVER_URI = url  # the watchdog's fresh server listens on another port
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _watchdog is not None and (_watchdog.replaced or _watchdog.broken):
+        terminalreporter.write_line(
+            f"WATCHDOG: the run's SecantusDB was replaced {_watchdog.replaced} time(s)"
+            + (f"; {_watchdog.broken}" if _watchdog.broken else "") + " (what it looked like is printed above)",
+            red=True)
 
 
 def pytest_report_header(config):
@@ -114,6 +132,11 @@ def pytest_sessionfinish(session, exitstatus):
 def database():
     """An empty database for every test (and the default settings): the embedded one, or a
     fresh database on the real server, dropped afterwards; and an empty in-process broker."""
+    if _watchdog is not None:
+        try:
+            _watchdog.wait_until_working()
+        except RuntimeError as exc:  # every test after this would wait out its timeout
+            pytest.exit(f"--real-server: {exc}", returncode=3)
     tally.discard()  # before the next database: nothing counted for the last test lands in it
     config.reset()
     name = "proc_test" if not support.real_tier() else f"proc_test_{os.getpid()}_{next(_numbers)}"

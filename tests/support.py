@@ -404,23 +404,105 @@ class SecantusServer:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Watchdog:
-    """Replaces the run's SecantusDB when it stops answering, so that one hung server fails
-    the test it hangs, not the whole run (one real-tier run saw the server spin at 95% CPU,
-    ignore SIGTERM and answer no new client, and the run waited on it past every timeout).
+def server_works(url: str, timeout: float) -> bool:
+    """Whether the server at ``url`` answers a ping *and* a write and a read of its storage
+    within ``timeout`` seconds each: a server whose storage is stuck may still answer pings,
+    which need no lock (the ``proc_watchdog`` database holds one document)."""
+    import pymongo
 
-    Every ``interval`` seconds it pings the server with a client of its own (``timeout``
-    seconds); after ``misses`` pings in a row without an answer it SIGKILLs the server's
-    process group and starts a fresh server on the same port with a new data directory.
-    Every test makes its own database, so the tests after it run as before. It says what
-    it did on stderr, and ``replaced`` counts it (``pings`` the pings).
+    ms = max(1, int(timeout * 1000))
+    try:
+        client = pymongo.MongoClient(url, directConnection=True, serverSelectionTimeoutMS=ms,
+                                     connectTimeoutMS=ms, socketTimeoutMS=ms, retryWrites=False,
+                                     retryReads=False)
+    except Exception:
+        return False
+    try:
+        canary = client.proc_watchdog.canary
+        canary.update_one({"_id": "canary"}, {"$inc": {"writes": 1}}, upsert=True)
+        return bool(client.admin.command("ping").get("ok")) and canary.find_one({"_id": "canary"}) is not None
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def describe_process(proc: subprocess.Popen | None, log: str, lines: int = 40) -> str:
+    """What can be read of a process that stopped answering: its state, CPU time and threads
+    (``/proc``), its Python stacks (``py-spy dump``, when installed and allowed to trace) and
+    the end of its log."""
+    parts = []
+    if proc is not None and alive(proc.pid):
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+            with open(f"/proc/{proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks = os.sysconf("SC_CLK_TCK")
+            parts.append(f"pid {proc.pid}: state {status['State'].strip()}, {status['Threads'].strip()} threads, "
+                         f"CPU user {int(fields[11]) / ticks:.1f} s system {int(fields[12]) / ticks:.1f} s, "
+                         f"RSS {status.get('VmRSS', '?').strip()}, {len(os.listdir(f'/proc/{proc.pid}/fd'))} open files")
+        except (OSError, KeyError, IndexError, ValueError) as exc:
+            parts.append(f"pid {proc.pid}: /proc unreadable ({exc})")
+        spy = venv_bin("py-spy")
+        if os.path.exists(spy):
+            try:
+                dump = subprocess.run([spy, "dump", "--pid", str(proc.pid)], capture_output=True, text=True,
+                                      timeout=30)
+                text = (dump.stdout + dump.stderr).splitlines()
+                parts.append("py-spy dump:\n" + "\n".join(text[:300]))
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                parts.append(f"py-spy dump failed: {exc}")
+    elif proc is not None:
+        parts.append(f"pid {proc.pid}: exited with {proc.poll()}")
+    try:
+        with open(log, errors="replace") as f:
+            tail = f.readlines()[-lines:]
+        parts.append(f"last {len(tail)} lines of {log}:\n" + "".join(tail))
+    except OSError as exc:
+        parts.append(f"log {log} unreadable: {exc}")
+    return "\n".join(parts)
+
+
+class Watchdog:
+    """Replaces the run's SecantusDB when it stops working, so that one hung server fails
+    the test it hangs, not the whole run. Two hangs were seen: the server spun at 95% CPU,
+    ignored SIGTERM and answered no new client; and (stop 26's CI run) every test that used
+    the server failed from one test on, for over an hour, while nothing replaced it.
+
+    Every ``interval`` seconds it asks the server for a ping, a write and a read
+    (``server_works``, ``timeout`` seconds each) with a client of its own. After ``misses``
+    asks in a row without an answer it reports what it can read of the server (state, CPU,
+    Python stacks by ``py-spy``, log) through ``report``, SIGKILLs the server's process group
+    and starts a fresh server with a new data directory: on the same port, or on a free one
+    if the old port is still held, in which case ``on_replace(url)`` is told the new URL.
+    Every test makes its own database, so the tests after it run as before. ``replaced``
+    counts replacements, ``pings`` the asks, ``missed`` the asks in a row without an answer.
+    When ``give_up`` replacements in a row do not answer either, ``broken`` says why, and the
+    tests stop (conftest's ``database`` fixture) instead of each waiting out its timeout.
     """
 
     def __init__(self, server: SecantusServer, *, interval: float = 10.0, timeout: float = 5.0,
-                 misses: int = 6):
+                 misses: int = 6, give_up: int = 2, report=None, on_replace=None):
         self.server, self.interval, self.timeout, self.misses = server, interval, timeout, misses
+        self.give_up = give_up
+        self.report = report or sys.stderr.write
+        self.on_replace = on_replace or (lambda url: None)
         self.replaced = 0
-        self.pings = 0  # the pings it sent (answered or not)
+        self.pings = 0  # the asks it sent (answered or not)
+        self.missed = 0
+        self.broken: str | None = None
+        self._failed_starts = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="secantusd-watchdog", daemon=True)
 
@@ -430,37 +512,68 @@ class Watchdog:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join(self.interval + 2 * self.timeout + 60)
+        self._thread.join(self.interval + 3 * self.timeout + 90)
 
     def answers(self) -> bool:
-        return server_answers(self.server.url, self.timeout)
+        return server_works(self.server.url, self.timeout)
+
+    def wait_until_working(self) -> None:
+        """Return at once while the last ask was answered; else wait (bounded) until one is,
+        or the server was replaced. Raises RuntimeError naming the cause when neither happens."""
+        if not self.missed and not self.broken:
+            return
+        deadline = time.monotonic() + (self.misses + 1) * (self.interval + self.timeout) + 120
+        while self.missed and not self.broken and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self.broken or self.missed:
+            raise RuntimeError(self.broken or f"the run's SecantusDB ({self.server.url}) has answered none of "
+                                              f"{self.missed} asks and was not replaced in time")
 
     def _watch(self) -> None:
-        missed = 0
         while not self._stopping.wait(self.interval):
-            missed = 0 if self.answers() else missed + 1
-            self.pings += 1
-            if missed >= self.misses and not self._stopping.is_set():
-                self._replace(missed)
-                missed = 0
+            try:
+                answered = self.answers()
+                self.pings += 1
+                self.missed = 0 if answered else self.missed + 1
+                if self.missed >= self.misses and not self._stopping.is_set():
+                    self._replace()
+            except BaseException as exc:  # never let the watchdog itself die silently
+                self.report(f"\nWATCHDOG: unexpected {exc!r}; watching on\n")
 
-    def _replace(self, missed: int) -> None:
+    def _replace(self) -> None:
         hung = self.server.process
-        sys.stderr.write(f"\nWATCHDOG: secantusd-py on port {self.server.port} (pid {hung.pid if hung else '?'}) "
-                         f"answered none of {missed} pings over {missed * self.interval:.0f} s: killing it and "
-                         f"starting a fresh server on the same port; the test running now fails "
-                         f"(log of the hung one: {self.server.log})\n")
+        self.report(f"\nWATCHDOG: secantusd-py at {self.server.url} (pid {hung.pid if hung else '?'}) answered "
+                    f"none of {self.missed} asks (ping, write, read) over {self.missed * self.interval:.0f} s: "
+                    f"killing it and starting a fresh server; the test running now fails. What it looked like:\n"
+                    f"{describe_process(hung, self.server.log)}\n")
         if hung is not None:
             kill_group(hung)
-            hung.wait(30)
-        generation = self.replaced + 2
+            try:
+                hung.wait(30)
+            except subprocess.TimeoutExpired:
+                self.report(f"WATCHDOG: pid {hung.pid} did not die within 30 s of SIGKILL\n")
+        generation = self.replaced + self._failed_starts + 2
         self.server.storage = f"db-{generation}"
         self.server.log = os.path.join(self.server.dir, f"server-{generation}.log")
+        if not port_is_free(self.server.port):
+            old, self.server.port = self.server.port, free_port()
+            self.report(f"WATCHDOG: port {old} is still held; the fresh server listens on {self.server.port}\n")
         try:
             self.server.start()  # returns once the fresh server answers
-        except BaseException as exc:  # pytest.fail in a thread: say it, the next ping tries again
-            sys.stderr.write(f"WATCHDOG: the fresh secantusd-py did not start: {exc}\n")
+        except BaseException as exc:  # pytest.fail in a thread: say it, the next asks try again
+            self._failed_starts += 1
+            self.report(f"WATCHDOG: the fresh secantusd-py did not start: {exc}\n"
+                        f"{describe_process(self.server.process, self.server.log)}\n")
+            if self._failed_starts >= self.give_up:
+                self.broken = (f"the run's SecantusDB stopped working and {self._failed_starts} fresh servers in a "
+                               f"row did not start (logs in {self.server.dir}); the tests after it cannot run")
+            self.missed = 0  # count the next misses against the fresh (or missing) server
+            return
+        self._failed_starts = 0
         self.replaced += 1
+        self.missed = 0
+        self.on_replace(self.server.url)
+        self.report(f"WATCHDOG: a fresh secantusd-py answers at {self.server.url}\n")
 
 
 def make_test_app(broker_url: str, **overrides):

@@ -1,6 +1,8 @@
-"""The real tier's watchdog (``support.Watchdog``): a SecantusDB that stops answering is replaced,
-so a hung server fails the test it hangs instead of holding the whole run. The hang is real: the
-server process is stopped with SIGSTOP, which keeps its socket open and answers nothing."""
+"""The real tier's watchdog (``support.Watchdog``): a SecantusDB that stops working is replaced,
+so a hung server fails the test it hangs instead of holding the whole run. The hangs are real:
+the server process stopped with SIGSTOP (its socket stays open and answers nothing), and a
+server whose writes block while it still answers pings (SecantusDB's ``failCommand`` fail
+point with ``blockConnection``)."""
 from __future__ import annotations
 
 import os
@@ -15,7 +17,8 @@ pytestmark = [pytest.mark.real_server, pytest.mark.timeout(120)]
 
 def test_a_server_that_answers_nothing_is_killed_and_replaced_on_the_same_port():
     server = SecantusServer(test_commands=False).start()
-    watchdog = Watchdog(server, interval=0.3, timeout=0.5, misses=3).start()
+    reports = []
+    watchdog = Watchdog(server, interval=0.3, timeout=0.5, misses=3, report=reports.append).start()
     try:
         hung = server.process
         wait_for(lambda: watchdog.answers(), timeout=10, message="the server answers before the hang")
@@ -26,6 +29,9 @@ def test_a_server_that_answers_nothing_is_killed_and_replaced_on_the_same_port()
         assert server.process is not hung and server.process.poll() is None
         assert watchdog.answers(), "the fresh server answers on the same port"
         assert server.url.endswith(f":{server.port}/") and server.storage == "db-2"
+        said = "".join(reports)
+        assert f"pid {hung.pid}: state T (stopped)" in said, said  # what the hung server looked like
+        assert "answered none of 3 asks" in said and f"a fresh secantusd-py answers at {server.url}" in said, said
     finally:
         watchdog.stop()
         server.cleanup()
@@ -38,6 +44,31 @@ def test_a_server_that_answers_is_left_alone():
     try:
         wait_for(lambda: watchdog.pings >= 5, timeout=20, message="five pings of the watchdog")
         assert watchdog.replaced == 0 and server.process is process and process.poll() is None
+    finally:
+        watchdog.stop()
+        server.cleanup()
+
+
+def test_a_server_that_answers_pings_but_whose_writes_hang_is_replaced():
+    import pymongo
+
+    server = SecantusServer(test_commands=True).start()
+    reports, told = [], []
+    watchdog = Watchdog(server, interval=0.3, timeout=0.5, misses=3, report=reports.append,
+                        on_replace=told.append).start()
+    try:
+        hung = server.process
+        wait_for(lambda: watchdog.pings >= 2 and not watchdog.missed, timeout=10, message="two answered asks")
+        client = pymongo.MongoClient(server.url, directConnection=True)
+        client.admin.command("configureFailPoint", "failCommand", mode="alwaysOn",
+                             data={"failCommands": ["update", "find"], "blockConnection": True,
+                                   "blockTimeMS": 60_000})
+        assert client.admin.command("ping")["ok"] == 1, "pings still answer"
+        client.close()
+        wait_for(lambda: watchdog.replaced == 1, timeout=30, message="the watchdog replaces the stuck server")
+        assert hung.poll() is not None and server.process.poll() is None
+        assert told == [server.url] and watchdog.answers() and not watchdog.broken
+        assert "(ping, write, read)" in "".join(reports)
     finally:
         watchdog.stop()
         server.cleanup()
