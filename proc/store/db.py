@@ -57,6 +57,11 @@ OUTAGE_ERRORS = (ConnectionFailure,)
 #: How long a caller waits for an unreachable server before ``DatabaseUnavailable``.
 SERVER_SELECTION_TIMEOUT_MS = 5000
 
+#: How long closing a client may spend on its goodbye to the server (pymongo's
+#: ``endSessions``, which drivers may skip): without a bound, closing a client whose server is
+#: gone waits a whole server selection.
+CLOSE_TIMEOUT = 1.0
+
 _lock = threading.Lock()
 _state: dict = {"uri": None, "db": None, "embedded": False, "pid": None}
 
@@ -86,12 +91,12 @@ def connect(uri: str | None = None, *, named: str = "MONGODB_URI") -> Database:
                 f"(a real server) or {config.EMBEDDED_MONGODB_URI} (the embedded database)"
             )
         if _state["uri"] is not None:
-            mongoengine.disconnect(ALIAS)
+            _close()
             _state.update(uri=None, db=None, embedded=False)
         try:
             db, is_mock = _client(uri)
         except (ValueError, PyMongoConfigurationError, InvalidName) as exc:  # pymongo parses the URI here
-            mongoengine.disconnect(ALIAS)  # nothing half-registered under the alias for the next try
+            _close()  # nothing half-registered under the alias for the next try
             raise ConfigurationError(
                 f"{named} {redact_url(uri)!r} cannot be used: {redact_text(str(exc)).rstrip('.')}. Write it as "
                 f"mongodb://[user:password@]host[:port]/dbname[?options] (a user name or password "
@@ -257,8 +262,18 @@ def disconnect() -> None:
     with _lock:
         _forget_inherited()
         if _state["uri"] is not None:
-            mongoengine.disconnect(ALIAS)
+            _close()
         _state.update(uri=None, db=None, embedded=False, pid=None)
+
+
+def _close() -> None:
+    """``mongoengine.disconnect`` of the default alias, its goodbye to the server bounded by
+    ``CLOSE_TIMEOUT`` (pymongo's client-side operation timeout also bounds the server
+    selection ``endSessions`` makes; pymongo ignores its errors)."""
+    import pymongo
+
+    with pymongo.timeout(CLOSE_TIMEOUT):
+        mongoengine.disconnect(ALIAS)
 
 
 _collections: dict = {}

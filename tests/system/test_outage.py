@@ -219,3 +219,28 @@ def test_on_the_real_server_a_closed_connection_during_the_claim_is_retried(data
 
 def test_the_tier_is_what_the_run_asked_for(database):
     assert support.real_tier() == (not database.client.__class__.__module__.startswith("proc.store.embedded"))
+
+
+@pytest.mark.real_server
+def test_disconnecting_from_a_server_that_is_gone_does_not_wait_for_a_server_selection(tmp_path):
+    """Closing a client sends the server its sessions' end (pymongo's ``endSessions``); with the
+    server killed, that waited a whole server selection (5 s) in every process and fixture
+    that let go of a database that had gone away."""
+    import signal
+    import time
+
+    own_uri = config.get().mongodb_uri
+    server = support.SecantusServer(str(tmp_path / "gone"), test_commands=False).start()
+    try:
+        db.connect(server.url + "gone")
+        Job(label="opens a session").save()
+        support.stop(server.process, signal.SIGKILL)
+        started = time.monotonic()
+        db.disconnect()
+        closing = time.monotonic() - started
+        assert closing < db.SERVER_SELECTION_TIMEOUT_MS / 1000 / 2, f"closing took {closing:.1f} s"
+        db.connect(own_uri)  # the next client works at once
+        assert Job.objects.count() == 0
+    finally:
+        db.connect(own_uri)
+        server.cleanup()
