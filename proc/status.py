@@ -130,6 +130,7 @@ MARKS: dict[str, Mark] = {
         Mark("stopped", _S.FAILURE, "the code of a cancelled attempt has stopped running"),
         Mark("terminate_requested", _S.FAILURE, "a forced stop is due after the grace period"),
         Mark("terminate_sent", _S.FAILURE, "the grace passed, the code still ran: terminate sent"),
+        Mark("terminate_not_sent", _S.FAILURE, "the broker did not take the terminate the grace called for"),
         Mark("cannot_terminate", _S.FAILURE, "its pool cannot stop running code (threads, solo)"),
     )
 }

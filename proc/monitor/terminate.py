@@ -96,9 +96,18 @@ def due(collection: str, id, number: int, task_id: str | None, *, app=None) -> s
         return "already stopped"
     if not task_id:
         return "no task"
-    (app or messaging.get_app()).control.revoke(task_id, terminate=True, signal="SIGTERM")
+    # Recorded before the broadcast: the worker writes ``stopped`` as soon as the pool process
+    # is gone, which can be before a mark written after the broadcast lands.
     _mark(attempt, "terminate_sent", "the grace passed and the code still ran: SIGTERM asked of "
           "the worker that runs it")
+    try:
+        (app or messaging.get_app()).control.revoke(task_id, terminate=True, signal="SIGTERM")
+    except Exception as exc:  # the broker went away within the grace
+        detail = (f"the broker did not take the terminate ({type(exc).__name__}: {exc}); the code "
+                  f"stops at its next set_step(); cancel with terminate again later")
+        log.warning("%s: %s", attempt, detail)
+        _mark(attempt, "terminate_not_sent", detail)
+        return "terminate not sent"
     return "terminate sent"
 
 

@@ -204,6 +204,39 @@ def test_the_due_terminate_does_nothing_to_a_new_attempt_or_to_code_that_stopped
     assert app.control.revoked == [(("t3",), {"terminate": True, "signal": "SIGTERM"})]
 
 
+def test_the_terminate_is_in_the_history_before_the_stop_the_worker_records_at_once(database):
+    """The worker writes ``stopped`` as soon as the pool process is gone, which on a loaded
+    machine came before a ``terminate_sent`` written after the broadcast (one real-tier run)."""
+    from api_seed import seed
+    from proc.demo.models import Upload
+
+    pk = seed(Upload, S.FAILURE)
+    attempt = machine.Attempt("upload", pk, 1)
+
+    class StopsAtOnce:  # the worker's side, as fast as it can be: the stop lands in the broadcast
+        def revoke(self, *args, **kwargs):
+            machine.mark(attempt, "stopped", note="the code was terminated (SIGTERM to pool process 1)")
+
+    app = type("App", (), {"control": StopsAtOnce()})()
+    assert terminate.due("upload", pk, 1, "t1", app=app) == "terminate sent"
+    assert marks(Upload.objects.get(pk=pk))[-2:] == ["terminate_sent", "stopped"]
+
+
+def test_a_terminate_the_broker_does_not_take_is_said_in_the_history(database):
+    from api_seed import seed
+    from proc.demo.models import Upload
+    from support import free_port
+
+    pk = seed(Upload, S.FAILURE)
+    dead = Celery("dead", broker=f"redis://127.0.0.1:{free_port()}/0", set_as_current=False)
+    dead.conf.broker_connection_retry = False
+    dead.conf.broker_connection_max_retries = 0
+    assert terminate.due("upload", pk, 1, "t1", app=dead) == "terminate not sent"
+    doc = Upload.objects.get(pk=pk)
+    assert marks(doc)[-2:] == ["terminate_sent", "terminate_not_sent"]
+    assert "the broker did not take the terminate" in doc.history[-1]["note"]
+
+
 def test_a_broker_that_is_down_is_reported_and_the_cancel_stands(database):
     from api_seed import seed
     from proc.demo.models import Upload
