@@ -65,13 +65,21 @@ def pytest_configure(config):
         except BaseException as exc:  # pytest.fail/skip outside a test: say it plainly
             raise pytest.UsageError(f"--real-server: could not start secantusd-py: {exc}") from None
         _terminal = os.dup(2)
-        _watchdog = support.Watchdog(_server, report=_to_terminal, on_replace=_use_server).start()
+        # PROC_TEST_WATCHDOG=interval,timeout,misses (seconds, seconds, count): tests/system/test_watchdog
+        timing = dict(zip(("interval", "timeout", "misses"),
+                          map(float, os.environ.get("PROC_TEST_WATCHDOG", "10,5,6").split(","))))
+        timing["misses"] = int(timing["misses"])
+        _watchdog = support.Watchdog(_server, report=_to_terminal, on_replace=_use_server, **timing).start()
         uri = _server.url
     support.REAL_SERVER_URI = uri
     support.install_command_listener()
 
 
+_watchdog_said: list[str] = []
+
+
 def _to_terminal(text: str) -> None:
+    _watchdog_said.append(text)  # again in the summary: CI may keep only the end of the output
     os.write(_terminal, text.encode(errors="replace"))
 
 
@@ -83,8 +91,10 @@ def pytest_terminal_summary(terminalreporter):
     if _watchdog is not None and (_watchdog.replaced or _watchdog.broken):
         terminalreporter.write_line(
             f"WATCHDOG: the run's SecantusDB was replaced {_watchdog.replaced} time(s)"
-            + (f"; {_watchdog.broken}" if _watchdog.broken else "") + " (what it looked like is printed above)",
+            + (f"; {_watchdog.broken}" if _watchdog.broken else "") + "; what it said first (200 lines at most):",
             red=True)
+        for line in "".join(_watchdog_said).splitlines()[:200]:
+            terminalreporter.write_line(line)
 
 
 def pytest_report_header(config):

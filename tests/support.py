@@ -437,11 +437,12 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def describe_process(proc: subprocess.Popen | None, log: str, lines: int = 40) -> str:
-    """What can be read of a process that stopped answering: its state, CPU time and threads
-    (``/proc``), its Python stacks (``py-spy dump``, when installed and allowed to trace) and
-    the end of its log."""
-    parts = []
+def describe_process(proc: subprocess.Popen | None, log: str, lines: int = 30, port: int | None = None) -> str:
+    """What can be read of a server that stopped answering, shortest first: its state, CPU
+    time and threads (``/proc``); the machine's busiest processes (``ps``); who holds
+    connections to its ``port`` (``ss``); its Python stacks (``py-spy dump``: each active
+    thread whole, each idle one by its innermost frame); the end of its log."""
+    parts, stacks = [], None
     if proc is not None and alive(proc.pid):
         try:
             with open(f"/proc/{proc.pid}/status") as f:
@@ -454,17 +455,23 @@ def describe_process(proc: subprocess.Popen | None, log: str, lines: int = 40) -
                          f"RSS {status.get('VmRSS', '?').strip()}, {len(os.listdir(f'/proc/{proc.pid}/fd'))} open files")
         except (OSError, KeyError, IndexError, ValueError) as exc:
             parts.append(f"pid {proc.pid}: /proc unreadable ({exc})")
-        spy = venv_bin("py-spy")
-        if os.path.exists(spy):
-            try:
-                dump = subprocess.run([spy, "dump", "--pid", str(proc.pid)], capture_output=True, text=True,
-                                      timeout=30)
-                text = (dump.stdout + dump.stderr).splitlines()
-                parts.append("py-spy dump:\n" + "\n".join(text[:300]))
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                parts.append(f"py-spy dump failed: {exc}")
+        stacks = _python_stacks(proc.pid)
     elif proc is not None:
         parts.append(f"pid {proc.pid}: exited with {proc.poll()}")
+    commands = [("the busiest processes of this machine", ["ps", "-eo", "pid,ppid,pcpu,rss,etime,args", "--sort=-pcpu"])]
+    if port:
+        commands.append((f"who holds a connection to port {port}", ["ss", "-tnp"]))
+    for title, command in commands:
+        try:
+            text = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.splitlines()
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            parts.append(f"{title}: {command[0]} failed ({exc})")
+            continue
+        if command[0] == "ss":
+            text = [line for line in text if f":{port} " in line]
+        parts.append(f"{title}:\n" + "\n".join(line[:200] for line in text[:12]))
+    if stacks:
+        parts.append(stacks)
     try:
         with open(log, errors="replace") as f:
             tail = f.readlines()[-lines:]
@@ -472,6 +479,28 @@ def describe_process(proc: subprocess.Popen | None, log: str, lines: int = 40) -
     except OSError as exc:
         parts.append(f"log {log} unreadable: {exc}")
     return "\n".join(parts)
+
+
+def _python_stacks(pid: int) -> str | None:
+    spy = venv_bin("py-spy")
+    if not os.path.exists(spy):
+        return None
+    try:
+        dump = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"py-spy dump failed: {exc}"
+    if dump.returncode != 0:
+        return "py-spy dump failed:\n" + "\n".join((dump.stdout + dump.stderr).splitlines()[:6])
+    kept, idle = [], True
+    for line in dump.stdout.splitlines():
+        if line.startswith("Thread "):
+            idle = "(idle)" in line
+            kept.append(line)
+        elif line.startswith(" ") and kept and kept[-1].startswith("Thread "):
+            kept.append(line)  # every thread's innermost frame
+        elif line.startswith(" ") and not idle:
+            kept.append(line)
+    return "py-spy dump (idle threads by their innermost frame):\n" + "\n".join(kept[:150])
 
 
 class Watchdog:
@@ -545,7 +574,7 @@ class Watchdog:
         self.report(f"\nWATCHDOG: secantusd-py at {self.server.url} (pid {hung.pid if hung else '?'}) answered "
                     f"none of {self.missed} asks (ping, write, read) over {self.missed * self.interval:.0f} s: "
                     f"killing it and starting a fresh server; the test running now fails. What it looked like:\n"
-                    f"{describe_process(hung, self.server.log)}\n")
+                    f"{describe_process(hung, self.server.log, port=self.server.port)}\n")
         if hung is not None:
             kill_group(hung)
             try:

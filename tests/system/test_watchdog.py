@@ -10,6 +10,7 @@ import signal
 
 import pytest
 
+import support
 from support import SecantusServer, Watchdog, wait_for
 
 pytestmark = [pytest.mark.real_server, pytest.mark.timeout(120)]
@@ -72,3 +73,46 @@ def test_a_server_that_answers_pings_but_whose_writes_hang_is_replaced():
     finally:
         watchdog.stop()
         server.cleanup()
+
+
+INNER = '''
+import os, signal
+import conftest
+from core_models import Job
+from support import wait_for
+
+
+def test_1_the_server_hangs_under_this_test():
+    Job(label="on the first server").save()
+    os.kill(conftest._server.process.pid, signal.SIGSTOP)
+    wait_for(lambda: conftest._watchdog.replaced == 1, timeout=30, message="the replacement")
+
+
+def test_2_the_next_test_runs_on_the_fresh_server():
+    Job(label="written").save()
+    assert Job.objects.count() == 1
+'''
+
+
+def test_a_run_whose_server_hangs_goes_on_and_says_why_at_its_end(tmp_path):
+    """The watchdog as a real-tier run uses it (conftest): ``pytest --real-server`` as a process
+    of its own, whose first test stops the run's server with SIGSTOP; the next test runs on the
+    fresh server, and the end of the output says what happened (CI keeps only the end)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_inner.py").write_text(INNER)
+    tests = os.path.join(support.PROJECT_DIR, "tests")
+    env = {**os.environ, "PROC_TEST_WATCHDOG": "0.3,0.5,3",
+           "PYTHONPATH": os.pathsep.join([tests, os.path.join(tests, "models")])}
+    env.pop("PROC_TEST_MONGODB_URI", None)
+    result = subprocess.run([sys.executable, "-m", "pytest", "--real-server", "-p", "conftest", "-p", "no:cacheprovider",
+                             "-c", os.path.join(support.PROJECT_DIR, "pyproject.toml"), "--rootdir", str(tmp_path),
+                             "-o", "timeout=60", str(tmp_path / "test_inner.py")],
+                            env=env, capture_output=True, text=True, timeout=100, cwd=str(tmp_path))
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and "2 passed" in out, out[-4000:]
+    assert "WATCHDOG: the run's SecantusDB was replaced 1 time(s)" in out, out[-4000:]
+    summary = out.split("WATCHDOG: the run's SecantusDB was replaced", 1)[1]
+    assert "answered none of 3 asks (ping, write, read)" in summary, summary[:4000]
+    assert "state T (stopped)" in summary and "py-spy dump" in summary, summary[:4000]
