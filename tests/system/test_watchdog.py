@@ -116,3 +116,12 @@ def test_a_run_whose_server_hangs_goes_on_and_says_why_at_its_end(tmp_path):
     summary = out.split("WATCHDOG: the run's SecantusDB was replaced", 1)[1]
     assert "answered none of 3 asks (ping, write, read)" in summary, summary[:4000]
     assert "state T (stopped)" in summary and "py-spy dump" in summary, summary[:4000]
+
+
+def test_the_watchdogs_asks_are_not_counted_among_a_tests_commands():
+    """A test that counts the commands it sends (test_watch_cost, the call counts) shares the
+    server with the watchdog; one real-tier run counted its read of the canary."""
+    with support.commands_sent() as sent:
+        assert support.server_works(support.REAL_SERVER_URI, 5.0)
+    # closing its client ends its sessions (endSessions on admin), which reads and writes nothing
+    assert [name for name, _ in sent if name != "endSessions"] == []
