@@ -229,8 +229,7 @@ def test_a_terminate_the_broker_does_not_take_is_said_in_the_history(database):
 
     pk = seed(Upload, S.FAILURE)
     dead = Celery("dead", broker=f"redis://127.0.0.1:{free_port()}/0", set_as_current=False)
-    dead.conf.broker_connection_retry = False
-    dead.conf.broker_connection_max_retries = 0
+    dead.conf.broker_transport_options = {"max_retries": 0}  # kombu's publish retries take 6 s
     assert terminate.due("upload", pk, 1, "t1", app=dead) == "terminate not sent"
     doc = Upload.objects.get(pk=pk)
     assert marks(doc)[-2:] == ["terminate_sent", "terminate_not_sent"]
