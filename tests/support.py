@@ -568,7 +568,9 @@ class Watchdog:
                 answered = self.answers()
                 self.pings += 1
                 self.missed = 0 if answered else self.missed + 1
-                if self.missed >= self.misses and not self._stopping.is_set():
+                process = self.server.process
+                exited = process is not None and process.poll() is not None  # no need to wait it out
+                if (self.missed >= self.misses or (self.missed and exited)) and not self._stopping.is_set():
                     self._replace()
             except BaseException as exc:  # never let the watchdog itself die silently
                 self.report(f"\nWATCHDOG: unexpected {exc!r}; watching on\n")
@@ -576,7 +578,9 @@ class Watchdog:
     def _replace(self) -> None:
         hung = self.server.process
         self.report(f"\nWATCHDOG: secantusd-py at {self.server.url} (pid {hung.pid if hung else '?'}) answered "
-                    f"none of {self.missed} asks (ping, write, read) over {self.missed * self.interval:.0f} s: "
+                    f"none of {self.missed} asks (ping, write, read) over {self.missed * self.interval:.0f} s"
+                    + (f" and exited with {hung.returncode}" if hung is not None and hung.poll() is not None else "")
+                    + ": "
                     f"killing it and starting a fresh server; the test running now fails. What it looked like:\n"
                     f"{describe_process(hung, self.server.log, port=self.server.port)}\n")
         if hung is not None:

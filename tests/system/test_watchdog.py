@@ -38,6 +38,21 @@ def test_a_server_that_answers_nothing_is_killed_and_replaced_on_the_same_port()
         server.cleanup()
 
 
+def test_a_server_that_exits_is_replaced_at_its_first_missed_ask():
+    server = SecantusServer(test_commands=False).start()
+    reports = []
+    watchdog = Watchdog(server, interval=0.3, timeout=0.5, misses=1000, report=reports.append).start()
+    try:
+        dead = server.process
+        os.kill(dead.pid, signal.SIGKILL)
+        wait_for(lambda: watchdog.replaced == 1, timeout=30, message="the replacement of the exited server")
+        assert watchdog.answers() and server.process is not dead
+        assert f"and exited with {-signal.SIGKILL}" in "".join(reports)
+    finally:
+        watchdog.stop()
+        server.cleanup()
+
+
 def test_a_server_that_answers_is_left_alone():
     server = SecantusServer(test_commands=False).start()
     watchdog = Watchdog(server, interval=0.2, timeout=1.0, misses=2).start()
