@@ -5,6 +5,7 @@ server whose writes block while it still answers pings (SecantusDB's ``failComma
 point with ``blockConnection``)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -16,11 +17,22 @@ from support import SecantusServer, Watchdog, wait_for
 pytestmark = [pytest.mark.real_server, pytest.mark.timeout(120)]
 
 
-def test_a_server_that_answers_nothing_is_killed_and_replaced_on_the_same_port():
-    server = SecantusServer(test_commands=False).start()
-    reports = []
-    watchdog = Watchdog(server, interval=0.3, timeout=0.5, misses=3, report=reports.append).start()
+@contextlib.contextmanager
+def watched(*, test_commands: bool = False, **options):
+    """A SecantusDB of its own under a watchdog (``options``), whose reports and told URLs are
+    kept: ``(server, watchdog, reports, told)``; both stopped afterwards."""
+    server = SecantusServer(test_commands=test_commands).start()
+    reports, told = [], []
+    watchdog = Watchdog(server, report=reports.append, on_replace=told.append, **options).start()
     try:
+        yield server, watchdog, reports, told
+    finally:
+        watchdog.stop()
+        server.cleanup()
+
+
+def test_a_server_that_answers_nothing_is_killed_and_replaced_on_the_same_port():
+    with watched(interval=0.3, timeout=0.5, misses=3) as (server, watchdog, reports, told):
         hung = server.process
         wait_for(lambda: watchdog.answers(), timeout=10, message="the server answers before the hang")
         assert watchdog.replaced == 0
@@ -29,50 +41,33 @@ def test_a_server_that_answers_nothing_is_killed_and_replaced_on_the_same_port()
         assert hung.poll() is not None, "the hung server is gone"
         assert server.process is not hung and server.process.poll() is None
         assert watchdog.answers(), "the fresh server answers on the same port"
-        assert server.url.endswith(f":{server.port}/") and server.storage == "db-2"
+        assert server.url.endswith(f":{server.port}/") and server.storage == "db-2" and told == [server.url]
         said = "".join(reports)
         assert f"pid {hung.pid}: state T (stopped)" in said, said  # what the hung server looked like
         assert "answered none of 3 asks" in said and f"a fresh secantusd-py answers at {server.url}" in said, said
-    finally:
-        watchdog.stop()
-        server.cleanup()
 
 
 def test_a_server_that_exits_is_replaced_at_its_first_missed_ask():
-    server = SecantusServer(test_commands=False).start()
-    reports = []
-    watchdog = Watchdog(server, interval=0.3, timeout=0.5, misses=1000, report=reports.append).start()
-    try:
+    with watched(interval=0.3, timeout=0.5, misses=1000) as (server, watchdog, reports, told):
         dead = server.process
         os.kill(dead.pid, signal.SIGKILL)
         wait_for(lambda: watchdog.replaced == 1, timeout=30, message="the replacement of the exited server")
         assert watchdog.answers() and server.process is not dead
         assert f"and exited with {-signal.SIGKILL}" in "".join(reports)
-    finally:
-        watchdog.stop()
-        server.cleanup()
 
 
 def test_a_server_that_answers_is_left_alone():
-    server = SecantusServer(test_commands=False).start()
-    watchdog = Watchdog(server, interval=0.2, timeout=1.0, misses=2).start()
-    process = server.process
-    try:
-        wait_for(lambda: watchdog.pings >= 5, timeout=20, message="five pings of the watchdog")
+    with watched(interval=0.2, timeout=1.0, misses=2) as (server, watchdog, reports, told):
+        process = server.process
+        wait_for(lambda: watchdog.pings >= 5, timeout=20, message="five asks of the watchdog")
         assert watchdog.replaced == 0 and server.process is process and process.poll() is None
-    finally:
-        watchdog.stop()
-        server.cleanup()
+        assert reports == [] and told == []
 
 
 def test_a_server_that_answers_pings_but_whose_writes_hang_is_replaced():
     import pymongo
 
-    server = SecantusServer(test_commands=True).start()
-    reports, told = [], []
-    watchdog = Watchdog(server, interval=0.3, timeout=0.5, misses=3, report=reports.append,
-                        on_replace=told.append).start()
-    try:
+    with watched(test_commands=True, interval=0.3, timeout=0.5, misses=3) as (server, watchdog, reports, told):
         hung = server.process
         wait_for(lambda: watchdog.pings >= 2 and not watchdog.missed, timeout=10, message="two answered asks")
         client = pymongo.MongoClient(server.url, directConnection=True)
@@ -85,9 +80,6 @@ def test_a_server_that_answers_pings_but_whose_writes_hang_is_replaced():
         assert hung.poll() is not None and server.process.poll() is None
         assert told == [server.url] and watchdog.answers() and not watchdog.broken
         assert "(ping, write, read)" in "".join(reports)
-    finally:
-        watchdog.stop()
-        server.cleanup()
 
 
 INNER = '''
