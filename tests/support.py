@@ -332,23 +332,29 @@ def forks_of_this_process() -> list[int]:
     return found
 
 
-def server_answers(url: str, timeout: float) -> bool:
-    """Whether the server at ``url`` answers a ping within ``timeout`` seconds (connecting,
-    selecting it and reading the reply each bounded by it)."""
+def _ask(url: str, timeout: float, question) -> bool:
+    """``question(client)`` on a client of the server at ``url`` whose connecting, server
+    selection and each reply are bounded by ``timeout`` seconds; False on any error."""
     import pymongo
 
     ms = max(1, int(timeout * 1000))
     try:
         client = pymongo.MongoClient(url, directConnection=True, serverSelectionTimeoutMS=ms,
-                                     connectTimeoutMS=ms, socketTimeoutMS=ms)
+                                     connectTimeoutMS=ms, socketTimeoutMS=ms, retryWrites=False,
+                                     retryReads=False)
     except Exception:
         return False
     try:
-        return bool(client.admin.command("ping").get("ok"))
+        return bool(question(client))
     except Exception:
         return False
     finally:
         client.close()
+
+
+def server_answers(url: str, timeout: float) -> bool:
+    """Whether the server at ``url`` answers a ping within ``timeout`` seconds."""
+    return _ask(url, timeout, lambda client: client.admin.command("ping").get("ok"))
 
 
 class SecantusServer:
@@ -412,23 +418,13 @@ def server_works(url: str, timeout: float) -> bool:
     """Whether the server at ``url`` answers a ping *and* a write and a read of its storage
     within ``timeout`` seconds each: a server whose storage is stuck may still answer pings,
     which need no lock."""
-    import pymongo
 
-    ms = max(1, int(timeout * 1000))
-    try:
-        client = pymongo.MongoClient(url, directConnection=True, serverSelectionTimeoutMS=ms,
-                                     connectTimeoutMS=ms, socketTimeoutMS=ms, retryWrites=False,
-                                     retryReads=False)
-    except Exception:
-        return False
-    try:
+    def question(client) -> bool:
         database = client[WATCHDOG_DATABASE]
         database.canary.update_one({"_id": "canary"}, {"$inc": {"writes": 1}}, upsert=True)
-        return bool(database.command("ping").get("ok")) and database.canary.find_one({"_id": "canary"}) is not None
-    except Exception:
-        return False
-    finally:
-        client.close()
+        return database.command("ping").get("ok") and database.canary.find_one({"_id": "canary"}) is not None
+
+    return _ask(url, timeout, question)
 
 
 def port_is_free(port: int) -> bool:
